@@ -1,0 +1,11 @@
+"""mecca-rllib: interactive 3D medical image segmentation with MECCA on Ray RLlib.
+
+Importing the package registers the environment (RLlib: ``"mecca_seg"``, Gymnasium:
+``"mecca_rllib/InteractiveSeg-v0"``) and the trainable ``"MECCA"`` with Tune.
+"""
+from mecca_rllib._version import __version__
+from mecca_rllib.registration import register_all
+
+register_all()
+
+__all__ = ["__version__", "register_all"]
