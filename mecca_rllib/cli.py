@@ -15,6 +15,7 @@ from mecca_rllib._version import __version__
 SUBCOMMAND_MODULES = (
     "mecca_rllib.data.commands",
     "mecca_rllib.train",
+    "mecca_rllib.session_commands",
 )
 
 
