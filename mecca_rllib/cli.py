@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "mecca_rllib.data.commands",
     "mecca_rllib.train",
     "mecca_rllib.session_commands",
+    "mecca_rllib.web.commands",
 )
 
 
