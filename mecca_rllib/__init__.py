@@ -8,4 +8,6 @@ from mecca_rllib.registration import register_all
 
 register_all()
 
-__all__ = ["__version__", "register_all"]
+from mecca_rllib.algorithm import MECCA, MECCAConfig  # noqa: E402  (after registration)
+
+__all__ = ["MECCA", "MECCAConfig", "__version__", "register_all"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 ENV_NAME = "mecca_seg"
+TRAINABLE_NAME = "MECCA"
 GYM_ID = "mecca_rllib/InteractiveSeg-v0"
 
 _done = False
@@ -28,4 +29,10 @@ def register_all() -> None:
     from ray.tune.registry import register_env
 
     register_env(ENV_NAME, _make_env)
+
+    from ray.tune.registry import register_trainable
+
+    from mecca_rllib.algorithm import MECCA
+
+    register_trainable(TRAINABLE_NAME, MECCA)
     _done = True

@@ -1,0 +1,259 @@
+"""``MECCAConfig`` and ``MECCA``: the MECCA algorithm on RLlib's new API stack (MECCA.md §2-3).
+
+    from mecca_rllib import MECCAConfig
+
+    config = (
+        MECCAConfig()
+        .environment("mecca_seg", env_config={"dataset": "synthetic", "shape": (8, 16, 16)})
+        .training(alpha=0.8, beta=1.0, reward_weighting="confidence", lr=1e-4)
+    )
+    algo = config.build_algo()
+    algo.train()
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+
+from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
+from mecca_rllib.policies.reward_shaping import Weighting, get_weighting, registered_weightings
+from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG, MECCATorchRLModule
+
+MECCA_RESULTS = "mecca"  # result key of MECCA's own metrics (per-step Dice of sampled episodes)
+
+
+class MECCAConfig(AlgorithmConfig):
+    """Configuration of :class:`MECCA`; defaults follow MECCA.md §2-3 and §6.
+
+    lr 1e-4, gamma 0.95, complete episodes, env ``"mecca_seg"``, new API stack only.
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or MECCA)
+        self.env = "mecca_seg"
+        self.lr = 1e-4  # MECCA.md §2
+        self.gamma = 0.95  # MECCA.md §3
+        self.batch_mode = "complete_episodes"
+        self.train_batch_size_per_learner = 40
+        self.num_env_runners = 0
+        # MECCA-specific (see `training()`).
+        self.alpha = 0.8
+        self.beta = 1.0
+        self.reward_weighting = "confidence"
+        self.confidence_form = "focal"
+        self.error_region_lambda = 1.0
+        self.focal_gamma = 2.0
+        self.reward_weighting_kwargs: dict[str, Any] = {}
+        self.voxel_mean_reward = False
+        self.confidence_lr = 1e-4
+        self.entropy_coeff = 0.0
+        self.vf_loss_coeff = 0.5
+        self.gae_lambda: float | None = None
+        self.label_provider: LabelProvider | None = None
+        self.weighting: Weighting | None = None  # resolved `reward_weighting`
+
+    def training(
+        self,
+        *,
+        alpha: float = NotProvided,
+        beta: float = NotProvided,
+        reward_weighting: str = NotProvided,
+        confidence_form: str = NotProvided,
+        error_region_lambda: float = NotProvided,
+        focal_gamma: float = NotProvided,
+        reward_weighting_kwargs: Mapping[str, Any] = NotProvided,
+        voxel_mean_reward: bool = NotProvided,
+        confidence_lr: float = NotProvided,
+        entropy_coeff: float = NotProvided,
+        vf_loss_coeff: float = NotProvided,
+        gae_lambda: float | None = NotProvided,
+        label_provider: LabelProvider | None = NotProvided,
+        **kwargs,
+    ) -> "MECCAConfig":
+        """MECCA settings (MECCA.md §3); other keyword arguments go to ``AlgorithmConfig.training``.
+
+        Args:
+            alpha, beta: hyper-parameters of the confidence weighting w(c) (Eq. 8).
+            reward_weighting: a name registered in ``policies.reward_shaping``
+                (``none``, ``focal_prob``, ``error_region``, ``confidence``, or your own).
+            confidence_form: ``"focal"`` (alpha (1 - c)^beta, default) or ``"paper"``
+                ((alpha - c)^beta, negative for c > alpha).
+            error_region_lambda: lambda of ``error_region`` (Eq. 14).
+            focal_gamma: exponent of ``focal_prob`` (Eqs. 12-13).
+            reward_weighting_kwargs: extra keyword parameters for the weighting.
+            voxel_mean_reward: replace each voxel's reward by the volume mean (paper option).
+            confidence_lr: learning rate of the confidence network's own optimizer.
+            entropy_coeff: weight of the per-voxel entropy bonus.
+            vf_loss_coeff: weight of the per-voxel value loss (V - R)^2.
+            gae_lambda: None for plain returns with A = R - V; else GAE lambda.
+            label_provider: per-episode targets hook (default: the env's ``info["label"]``;
+                see ``policies.connectors.LabelProvider``).
+        """
+        super().training(**kwargs)
+        for name, value in dict(
+            alpha=alpha, beta=beta, reward_weighting=reward_weighting,
+            confidence_form=confidence_form, error_region_lambda=error_region_lambda,
+            focal_gamma=focal_gamma, voxel_mean_reward=voxel_mean_reward,
+            confidence_lr=confidence_lr, entropy_coeff=entropy_coeff,
+            vf_loss_coeff=vf_loss_coeff, gae_lambda=gae_lambda, label_provider=label_provider,
+        ).items():
+            if value is not NotProvided:
+                setattr(self, name, value)
+        if reward_weighting is not NotProvided and reward_weighting in registered_weightings():
+            # Resolve now (driver side) so weightings registered in the user's process reach
+            # remote Learner actors with the pickled config.
+            self.weighting = get_weighting(reward_weighting)
+        if reward_weighting_kwargs is not NotProvided:
+            self.reward_weighting_kwargs = dict(reward_weighting_kwargs)
+        return self
+
+    @property
+    def weighting_params(self) -> dict[str, Any]:
+        """Keyword parameters offered to the reward weighting (it takes those it declares)."""
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "confidence_form": self.confidence_form,
+            "error_region_lambda": self.error_region_lambda,
+            "focal_gamma": self.focal_gamma,
+            **self.reward_weighting_kwargs,
+        }
+
+    def _resolved_weighting(self) -> Weighting:
+        if self.weighting is not None and self.weighting.name == self.reward_weighting:
+            return self.weighting
+        return get_weighting(self.reward_weighting)
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.enable_rl_module_and_learner or not self.enable_env_runner_and_connector_v2:
+            self._value_error("MECCA runs on RLlib's new API stack only")
+        if self.batch_mode != "complete_episodes":
+            self._value_error(f"MECCA needs batch_mode='complete_episodes', got {self.batch_mode!r}")
+        try:
+            self._resolved_weighting()
+        except ValueError as err:
+            self._value_error(str(err))
+        if self.confidence_form not in ("paper", "focal"):
+            self._value_error(f"confidence_form must be 'paper' or 'focal', got {self.confidence_form!r}")
+        if self.gae_lambda is not None and not 0.0 <= self.gae_lambda <= 1.0:
+            self._value_error(f"gae_lambda must be None or in [0, 1], got {self.gae_lambda}")
+        if not 0.0 <= self.gamma <= 1.0:
+            self._value_error(f"gamma must be in [0, 1], got {self.gamma}")
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=MECCATorchRLModule)
+
+    def get_default_learner_class(self):
+        from mecca_rllib.policies.learner import MECCATorchLearner
+
+        return MECCATorchLearner
+
+    @property
+    def _model_config_auto_includes(self) -> dict[str, Any]:
+        shape = (self.env_config or {}).get("shape")
+        return super()._model_config_auto_includes | DEFAULT_MODEL_CONFIG | {
+            "shape": tuple(int(s) for s in shape) if shape is not None else None
+        }
+
+    def build_learner_connector(self, input_observation_space, input_action_space, device=None):
+        pipeline = super().build_learner_connector(
+            input_observation_space=input_observation_space,
+            input_action_space=input_action_space,
+            device=device,
+        )
+        pipeline.append(
+            AddMECCATrainColumns(
+                gamma=self.gamma,
+                gae_lambda=self.gae_lambda,
+                reward_weighting=self._resolved_weighting(),
+                weighting_params=self.weighting_params,
+                voxel_mean_reward=self.voxel_mean_reward,
+                label_provider=self.label_provider,
+            )
+        )
+        return pipeline
+
+
+class MECCA(Algorithm):
+    """Samples complete episodes, updates the learner group, syncs weights (MECCA.md §2-3)."""
+
+    @classmethod
+    def get_default_config(cls) -> MECCAConfig:
+        return MECCAConfig()
+
+    def training_step(self) -> None:
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, env_runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group,
+                max_env_steps=self.config.total_train_batch_size,
+                sample_timeout_s=self.config.sample_timeout_s,
+                _uses_new_env_runners=True,
+                _return_metrics=True,
+            )
+        self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+        episodes = [e for e in episodes if e.is_done]
+        # Whole episodes per learner: RLlib's sharder slices episodes unless every shard
+        # gets the same number of (equal-length) episodes.
+        n_learners = max(self.config.num_learners, 1)
+        episodes = episodes[: len(episodes) - len(episodes) % n_learners]
+        if not episodes:
+            return
+        self._log_dice(episodes)
+
+        kwargs: dict[str, Any] = {
+            "num_epochs": self.config.num_epochs,
+            "shuffle_batch_per_epoch": self.config.shuffle_batch_per_epoch,
+        }
+        if self.config.minibatch_size:  # never pass None: crashes with num_learners > 1
+            kwargs["minibatch_size"] = self.config.minibatch_size
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0
+                    ),
+                    NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
+                        (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME),
+                        default=0,
+                    ),
+                },
+                **kwargs,
+            )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=set(learner_results[0].keys()) - {ALL_MODULES},
+                inference_only=True,
+            )
+
+    def _log_dice(self, episodes: list) -> None:
+        """Mean Dice after reset and after every step of the sampled episodes (from infos)."""
+        per_episode = [
+            [float(info.get("dice", np.nan)) for info in e.get_infos()] for e in episodes
+        ]
+        steps = min(len(d) for d in per_episode)
+        dice = np.nanmean(np.array([d[:steps] for d in per_episode]), axis=0)
+        stats = {f"dice_step_{t}": float(v) for t, v in enumerate(dice)}
+        stats["dice_final"] = float(dice[-1])
+        stats["episodes"] = len(episodes)
+        self.metrics.log_dict(stats, key=MECCA_RESULTS, window=1)

@@ -1,0 +1,91 @@
+"""P-Net-style resolution-preserving dilated 3D CNNs (MECCA.md §2).
+
+Every network here is fully convolutional: one set of weights serves any volume shape
+``(D, H, W)``. Tensors are ``(B, C, D, H, W)`` float32.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+NUM_ACTIONS = 6  # |A| = |{-0.4, -0.2, -0.1, +0.1, +0.2, +0.4}|, MECCA.md §1
+
+
+def dilated_block(in_channels: int, width: int, dilation: int, dropout: float = 0.0) -> nn.Sequential:
+    """Two 3x3x3 convolutions with the same dilation (padding = dilation) + ReLU each.
+
+    Resolution preserving: ``(B, in_channels, D, H, W) -> (B, width, D, H, W)``.
+    """
+    layers: list[nn.Module] = [
+        nn.Conv3d(in_channels, width, 3, padding=dilation, dilation=dilation),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(width, width, 3, padding=dilation, dilation=dilation),
+        nn.ReLU(inplace=True),
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout3d(dropout))
+    return nn.Sequential(*layers)
+
+
+def dilated_stack(
+    in_channels: int, width: int, dilations: Sequence[int], dropout: float = 0.0
+) -> nn.Sequential:
+    """``len(dilations)`` dilated blocks in sequence: ``(B, in, D, H, W) -> (B, width, D, H, W)``."""
+    blocks = [
+        dilated_block(in_channels if i == 0 else width, width, int(d), dropout)
+        for i, d in enumerate(dilations)
+    ]
+    return nn.Sequential(*blocks)
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for every convolution (MECCA.md §2).
+
+    Convolutions followed by a ReLU (kernel > 1) use the ReLU gain sqrt(2) so that the
+    signal does not fade through the 6-12 layer stacks; 1x1x1 output layers use gain 1.
+    """
+    relu_gain = nn.init.calculate_gain("relu")
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.xavier_uniform_(m.weight, gain=relu_gain if m.kernel_size[0] > 1 else 1.0)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class Head(nn.Module):
+    """Two dilated blocks + a 1x1x1 convolution: ``(B, width, D, H, W) -> (B, out, D, H, W)``."""
+
+    def __init__(self, width: int, out_channels: int, dilations: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.blocks = dilated_stack(width, width, dilations, dropout)
+        self.out = nn.Conv3d(width, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.blocks(x))
+
+
+class ConfidenceNet(nn.Module):
+    """Action-confidence network C(s, a) (MECCA.md §2): six blocks on 4 channels.
+
+    Input: observation ``(B, 3, D, H, W)`` and action-value map ``(B, D, H, W)`` in
+    probability units (e.g. +0.2). Output: confidence *logits* ``(B, D, H, W)``;
+    ``sigmoid(logits)`` is the confidence in (0, 1) that the action moves p toward the truth.
+    """
+
+    ACTION_SCALE = 2.5  # 1 / max |a|
+
+    def __init__(self, in_channels: int, width: int, dilations: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        if len(dilations) != 6:
+            raise ValueError(f"conf_dilations must have 6 values (six blocks), got {tuple(dilations)}")
+        self.blocks = dilated_stack(in_channels + 1, width, dilations, dropout)
+        self.out = nn.Conv3d(width, 1, 1)
+
+    def forward(self, obs: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
+        # Scale the action map to about [-1, 1] (|a| <= 0.4, MECCA.md §1) so it weighs as
+        # much as the other input channels at initialisation.
+        a = action_values.unsqueeze(1).to(obs.dtype) * self.ACTION_SCALE
+        x = torch.cat([obs, a], dim=1)
+        return self.out(self.blocks(x)).squeeze(1)

@@ -1,0 +1,159 @@
+"""Registry of reward weightings applied to per-voxel gains before returns (MECCA.md §3, §4.4).
+
+A weighting is a function ``fn(inputs: ShapingInputs, **params) -> rewards (T, N)``. The
+learner connector passes only the keyword parameters ``fn`` declares, drawn from the
+algorithm config (``alpha``, ``beta``, ``confidence_form``, ``error_region_lambda``,
+``focal_gamma``) and ``reward_weighting_kwargs``. Register your own from outside the
+package::
+
+    from mecca_rllib.policies.reward_shaping import register_weighting
+
+    def boundary_boost(inputs, factor=2.0):
+        return inputs.gain * factor
+
+    register_weighting("boundary_boost", boundary_boost)
+    config.training(reward_weighting="boundary_boost", reward_weighting_kwargs={"factor": 3.0})
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from mecca_rllib.policies.returns import EPS, cross_entropy, relative_gain
+
+
+@dataclass(frozen=True)
+class ShapingInputs:
+    """What a weighting may use, for one episode of ``T`` steps over ``N`` voxels.
+
+    p_prev, p_next: foreground probability before / after the step's action, ``(T, N)``.
+    label: target in {0, 1}, ``(T, N)`` or broadcastable (``(N,)``).
+    confidence: C(s_t, a_t) in (0, 1), ``(T, N)``; None unless the weighting needs it.
+    """
+
+    p_prev: torch.Tensor
+    p_next: torch.Tensor
+    label: torch.Tensor
+    confidence: torch.Tensor | None = None
+    eps: float = EPS
+
+    @cached_property
+    def gain(self) -> torch.Tensor:
+        """gain_i(t) = chi_i(t-1) - chi_i(t), ``(T, N)`` (MECCA.md §3, Eq. 9)."""
+        return relative_gain(self.p_prev, self.p_next, self.label, self.eps)
+
+
+WeightingFn = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """A registered weighting and whether it reads ``ShapingInputs.confidence``."""
+
+    name: str
+    fn: WeightingFn
+    needs_confidence: bool
+
+    def __call__(self, inputs: ShapingInputs, params: Mapping[str, Any]) -> torch.Tensor:
+        """Shaped rewards ``(T, N)``; passes only the parameters ``fn`` accepts."""
+        if self.needs_confidence and inputs.confidence is None:
+            raise ValueError(f"reward weighting {self.name!r} needs the action confidence")
+        sig = inspect.signature(self.fn)
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+            kwargs = dict(params)
+        else:
+            kwargs = {k: v for k, v in params.items() if k in sig.parameters}
+        return self.fn(inputs, **kwargs)
+
+
+_REGISTRY: dict[str, Weighting] = {}
+
+
+def register_weighting(
+    name: str, fn: WeightingFn, *, needs_confidence: bool = False, overwrite: bool = False
+) -> None:
+    """Register ``fn(inputs: ShapingInputs, **params) -> (T, N)`` under ``name``."""
+    if not callable(fn):
+        raise TypeError(f"reward weighting {name!r}: fn must be callable, got {fn!r}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"reward weighting {name!r} is already registered (pass overwrite=True)")
+    _REGISTRY[name] = Weighting(name, fn, needs_confidence)
+
+
+def get_weighting(name: str) -> Weighting:
+    """The weighting registered as ``name``; ValueError listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown reward_weighting {name!r}; registered: {sorted(_REGISTRY)}"
+        ) from None
+
+
+def registered_weightings() -> list[str]:
+    """Names of all registered weightings, sorted."""
+    return sorted(_REGISTRY)
+
+
+# ----------------------------------------------------------------------------- built-ins
+def no_weighting(inputs: ShapingInputs) -> torch.Tensor:
+    """IteR-MRL: r_i(t) = gain_i(t) (MECCA.md §3)."""
+    return inputs.gain
+
+
+def focal_prob_weighting(inputs: ShapingInputs, focal_gamma: float = 2.0) -> torch.Tensor:
+    """Gain of a focal-weighted cross-entropy of p (MECCA.md §3, Eqs. 12-13).
+
+    FL(p) = (1 - p_y)^gamma * chi(p) with p_y the probability of the true class;
+    r_i(t) = FL_i(t-1) - FL_i(t).
+    """
+
+    def focal(p: torch.Tensor) -> torch.Tensor:
+        p = p.clamp(inputs.eps, 1.0 - inputs.eps)
+        y = inputs.label.to(p.dtype)
+        p_true = y * p + (1.0 - y) * (1.0 - p)
+        return (1.0 - p_true) ** focal_gamma * cross_entropy(p, y, inputs.eps)
+
+    return focal(inputs.p_prev) - focal(inputs.p_next)
+
+
+def error_region_weighting(inputs: ShapingInputs, error_region_lambda: float = 1.0) -> torch.Tensor:
+    """gain * (1 + lambda) where the previous segmentation (p > 0.5) was wrong (MECCA.md §3, Eq. 14)."""
+    wrong = (inputs.p_prev > 0.5) != inputs.label.to(torch.bool)
+    return inputs.gain * (1.0 + error_region_lambda * wrong.to(inputs.gain.dtype))
+
+
+def confidence_weight(
+    confidence: torch.Tensor, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal"
+) -> torch.Tensor:
+    """w(c) of the self-adaptive reward (MECCA.md §3, Eq. 8).
+
+    ``"paper"``: (alpha - c)^beta as printed; it is NEGATIVE for c > alpha (confident good
+    actions are punished), and for non-integer beta it is taken as sign(x)|x|^beta.
+    ``"focal"`` (default): alpha (1 - c)^beta, never negative; low confidence = larger weight.
+    """
+    if confidence_form == "paper":
+        x = alpha - confidence
+        return torch.sign(x) * x.abs() ** beta
+    if confidence_form == "focal":
+        return alpha * (1.0 - confidence) ** beta
+    raise ValueError(f"confidence_form must be 'paper' or 'focal', got {confidence_form!r}")
+
+
+def confidence_weighting(
+    inputs: ShapingInputs, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal"
+) -> torch.Tensor:
+    """MECCA's self-adaptive reward r_i = w(c_i) * gain_i (MECCA.md §3, Eq. 8)."""
+    assert inputs.confidence is not None
+    return confidence_weight(inputs.confidence, alpha, beta, confidence_form) * inputs.gain
+
+
+register_weighting("none", no_weighting)
+register_weighting("focal_prob", focal_prob_weighting)
+register_weighting("error_region", error_region_weighting)
+register_weighting("confidence", confidence_weighting, needs_confidence=True)
