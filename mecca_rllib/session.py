@@ -21,17 +21,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
 import numpy as np
 import torch
-from nibabel.orientations import inv_ornt_aff, io_orientation
 
-from mecca_rllib.data.nifti import Volume, load_volume
+from mecca_rllib.data.nifti import Volume, load_volume, volume_from_array
 from mecca_rllib.data.preprocess import resize_image, zscore
 from mecca_rllib.envs.hints import HintMap
 from mecca_rllib.envs.spaces import ACTION_TENTHS, ACTION_VALUES
@@ -278,29 +276,6 @@ def dhw_affine(spacing: Sequence[float]) -> np.ndarray:
     return np.diag([w, h, d, 1.0]) @ _SWAP_DHW
 
 
-def _volume_from_array(array: np.ndarray, affine: np.ndarray) -> Volume:
-    """A :class:`Volume` of an in-memory array on a grid with ``affine`` (as a NIfTI would be)."""
-    ornt = io_orientation(affine)
-    shape = tuple(int(s) for s in array.shape)
-    canonical_affine = affine @ inv_ornt_aff(ornt, shape) @ _SWAP_DHW
-    header = nib.Nifti1Header()
-    header.set_data_shape(shape)
-    header.set_qform(affine, code=1)
-    header.set_sform(affine, code=1)
-    vol = Volume(
-        array=np.empty(0, np.float32),
-        spacing=tuple(float(s) for s in np.sqrt((canonical_affine[:3, :3] ** 2).sum(0))),
-        affine=canonical_affine,
-        original_affine=np.array(affine, float),
-        original_shape=shape,
-        header=header,
-        ornt=ornt,
-        path=None,
-    )
-    canonical = np.ascontiguousarray(vol.to_dhw(array), dtype=np.float32)
-    return replace(vol, array=canonical)
-
-
 def training_shape(module: Any) -> tuple[int, int, int]:
     """The network shape ``(D, H, W)`` a MECCA module was trained on (``model_config["shape"]``)."""
     cfg = getattr(module, "model_config", None) or {}
@@ -518,6 +493,11 @@ class InteractiveSession:
         self._restore(self._snapshots[-1])
         return self._snapshots[-1].result
 
+    def discard_clicks(self) -> None:
+        """Forget the clicks added since the last step (or the start); the rest is unchanged."""
+        self._require_volume()
+        self._restore(self._snapshots[-1])
+
     def reset(self) -> None:
         """Back to the start of the current volume: no clicks, ``p = 0.5``, no steps."""
         self._require_volume()
@@ -615,7 +595,7 @@ class InteractiveSession:
                 raise ValueError("affine is singular")
             if spacing is not None:
                 raise ValueError("pass either affine or spacing for an array, not both")
-        return _volume_from_array(array, affine)
+        return volume_from_array(array, affine)
 
     def _check_points(self, points) -> np.ndarray:
         """Original-grid clicks -> int64 ``(K, 3)``; ValueError naming a bad one."""

@@ -47,14 +47,6 @@ class NotReady(WorkspaceError):
     """The request needs something not there yet (a volume, a first step): HTTP 409."""
 
 
-class _Session(InteractiveSession):
-    """:class:`InteractiveSession` that can drop clicks not yet used by a step."""
-
-    def discard_clicks(self) -> None:
-        """Forget the clicks added since the last step (or the start); the rest is unchanged."""
-        self._restore(self._snapshots[-1])
-
-
 @dataclass(frozen=True)
 class StepRecord:
     """What the page's step table shows for one interaction step."""
@@ -85,7 +77,7 @@ class _Loaded:
 
     name: str
     source: str  # "data" or "upload"
-    session: _Session
+    session: InteractiveSession
     display: np.ndarray  # uint8 (D, H, W)
     reference: np.ndarray | None  # uint8 {0, 1} (D, H, W)
     reference_name: str | None
@@ -148,7 +140,7 @@ class Workspace:
     def _load(self, path: Path, name: str, source: str, *, channel: int | str | None = None,
               reference: Path | None = None, label_value: int | None = None) -> None:
         self._check_size(path, name)
-        session = _Session(self.module, **self.session_kwargs)
+        session = InteractiveSession(self.module, **self.session_kwargs)
         _renamed(name, lambda: session.start(path, channel=channel), path)
         volume = session.volume
         ref = None
