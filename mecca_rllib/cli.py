@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "mecca_rllib.train",
     "mecca_rllib.session_commands",
     "mecca_rllib.web.commands",
+    "mecca_rllib.tune_cli",
 )
 
 
