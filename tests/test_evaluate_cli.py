@@ -6,11 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from mecca_rllib.cli import main
 from mecca_rllib.evaluation import EpisodeTrace
-from mecca_rllib.policies.checkpoints import build_module, save_module
 from mecca_rllib.session_commands import format_summary, summarize
 
 NET_SHAPE = (8, 16, 16)
@@ -19,11 +17,8 @@ FAST = ["--num-cases", "2", "--repeats", "2", "--steps", "2", "--initial-clicks"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    module = build_module({"shape": NET_SHAPE, "width": 4, "dilations": (1, 2, 1, 2, 1),
-                           "conf_dilations": (1, 2, 1, 2, 1, 1)})  # fmt: skip
-    return save_module(module, tmp_path_factory.mktemp("ckpt") / "exported")
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 def test_evaluate_prints_the_per_step_table_and_writes_csv_and_plot(checkpoint, tmp_path, capsys):

@@ -7,11 +7,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from mecca_rllib import session_commands
 from mecca_rllib.cli import main
-from mecca_rllib.policies.checkpoints import build_module, save_module
 from mecca_rllib.session import InteractiveSession
 
 NET_SHAPE = (8, 16, 16)
@@ -19,23 +17,17 @@ SCAN_SHAPE = (18, 26, 14)
 OUTPUTS = ("segmentation.nii.gz", "probability.nii.gz", "confidence.nii.gz", "advice.nii.gz")
 
 
-def tiny_module():
-    torch.manual_seed(0)
-    return build_module({"shape": NET_SHAPE, "width": 4, "dilations": (1, 2, 1, 2, 1),
-                         "conf_dilations": (1, 2, 1, 2, 1, 1)})  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
+def exported(tiny_checkpoint) -> Path:
     """An exported module folder, as ``mecca export`` writes it."""
-    return save_module(tiny_module(), tmp_path_factory.mktemp("ckpt") / "exported")
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def algorithm_checkpoint(tmp_path_factory) -> Path:
+def algorithm_checkpoint(tmp_path_factory, make_tiny_module) -> Path:
     """The module inside an Algorithm checkpoint's folder layout (as ``save_to_path`` writes it)."""
     root = tmp_path_factory.mktemp("algo") / "checkpoint_000001"
-    tiny_module().save_to_path(root / "learner_group" / "learner" / "rl_module" / "default_policy")
+    make_tiny_module(NET_SHAPE).save_to_path(root / "learner_group" / "learner" / "rl_module" / "default_policy")
     return root
 
 

@@ -259,19 +259,11 @@ def test_module_without_training_shape_is_rejected():
         InteractiveSession(nn.Linear(2, 2))
 
 
-def real_module():
-    from mecca_rllib.policies.checkpoints import build_module
-
-    torch.manual_seed(0)
-    return build_module({"shape": NET_SHAPE, "width": 4, "dilations": (1, 2, 1, 2, 1),
-                         "conf_dilations": (1, 2, 1, 2, 1, 1)})  # fmt: skip
-
-
-def test_real_module_argmax_is_deterministic_and_sampling_is_seeded():
+def test_real_module_argmax_is_deterministic_and_sampling_is_seeded(make_tiny_module):
     image = np.random.default_rng(5).normal(size=(10, 14, 18)).astype(np.float32)
 
     def run(**kwargs):
-        session = InteractiveSession(real_module(), **kwargs)
+        session = InteractiveSession(make_tiny_module(NET_SHAPE), **kwargs)
         session.start(image, spacing=(2.0, 1.0, 1.0))
         session.click([[5, 7, 9], [2, 3, 4]])
         session.step()

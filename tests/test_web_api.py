@@ -9,7 +9,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("fastapi", reason="the web extra (fastapi) is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -18,7 +17,6 @@ from mecca_rllib.data.layouts import discover_cases, load_case  # noqa: E402
 from mecca_rllib.data.nifti import load_volume  # noqa: E402
 from mecca_rllib.data.phantoms import write_phantom_folder  # noqa: E402
 from mecca_rllib.metrics import dice  # noqa: E402
-from mecca_rllib.policies.checkpoints import build_module, save_module  # noqa: E402
 from mecca_rllib.session import InteractiveSession  # noqa: E402
 from mecca_rllib.web import commands  # noqa: E402
 from mecca_rllib.web.app import create_app  # noqa: E402
@@ -31,11 +29,8 @@ BASE = "http://127.0.0.1"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    module = build_module({"shape": NET_SHAPE, "width": 4, "dilations": (1, 2, 1, 2, 1),
-                           "conf_dilations": (1, 2, 1, 2, 1, 1)})  # fmt: skip
-    return save_module(module, tmp_path_factory.mktemp("ckpt") / "exported")
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

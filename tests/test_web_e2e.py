@@ -19,10 +19,8 @@ from typing import NamedTuple
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from mecca_rllib.data.phantoms import write_phantom_folder
-from mecca_rllib.policies.checkpoints import build_module, save_module
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "ui.png"
@@ -58,13 +56,10 @@ def serve_command() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_checkpoint):
     """``mecca serve`` on a free loopback port with a tiny checkpoint and two phantoms."""
     root = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    module = build_module({"shape": (8, 16, 16), "width": 4, "dilations": (1, 2, 1, 2, 1),
-                           "conf_dilations": (1, 2, 1, 2, 1, 1)})  # fmt: skip
-    checkpoint = save_module(module, root / "checkpoint")
+    checkpoint = tiny_checkpoint
     data = write_phantom_folder(root / "data", 2, (16, 40, 40), spacing=(2.0, 1.0, 1.0))
     port = free_port()
     log = (root / "server.log").open("w")
