@@ -19,6 +19,7 @@ import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import (
     ALL_MODULES,
@@ -33,10 +34,29 @@ from ray.rllib.utils.metrics import (
 )
 
 from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
+from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
 from mecca_rllib.policies.reward_shaping import Weighting, get_weighting, registered_weightings
 from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG, MECCATorchRLModule
+from mecca_rllib.policies.simulated_labels import (
+    DeltaSchedule,
+    SimulatedLabelProvider,
+    simulated_label_agreement,
+)
 
 MECCA_RESULTS = "mecca"  # result key of MECCA's own metrics (per-step Dice of sampled episodes)
+EPISODES_TRAINED = "episodes_trained_lifetime"  # under MECCA_RESULTS: episodes given to learners
+
+
+class MECCAEnvRunner(SingleAgentEnvRunner):
+    """``SingleAgentEnvRunner`` that applies ``config.seed`` to its envs once only.
+
+    In ``complete_episodes`` mode RLlib resets (and would re-seed) the envs at every
+    ``sample()`` call; with a fixed seed every episode would then replay the same case.
+    """
+
+    def _reset_envs(self, episodes, shared_data, explore):
+        super()._reset_envs(episodes, shared_data, explore)
+        self._seed = None  # later resets continue the env's own seeded case order
 
 
 class MECCAConfig(AlgorithmConfig):
@@ -53,6 +73,7 @@ class MECCAConfig(AlgorithmConfig):
         self.batch_mode = "complete_episodes"
         self.train_batch_size_per_learner = 40
         self.num_env_runners = 0
+        self.env_runner_cls = MECCAEnvRunner
         # MECCA-specific (see `training()`).
         self.alpha = 0.8
         self.beta = 1.0
@@ -68,6 +89,14 @@ class MECCAConfig(AlgorithmConfig):
         self.gae_lambda: float | None = None
         self.label_provider: LabelProvider | None = None
         self.weighting: Weighting | None = None  # resolved `reward_weighting`
+        # Simulated labels for unlabeled volumes (MECCA.md §5).
+        self.simulated_labels = True
+        self.delta_start = 0.85
+        self.delta_growth = 0.00025
+        self.delta_max = 0.99
+        self.episodes_per_epoch: int | None = None
+        self.agreement_episodes = 0
+        self.agreement_interval = 10
 
     def training(
         self,
@@ -85,6 +114,13 @@ class MECCAConfig(AlgorithmConfig):
         vf_loss_coeff: float = NotProvided,
         gae_lambda: float | None = NotProvided,
         label_provider: LabelProvider | None = NotProvided,
+        simulated_labels: bool = NotProvided,
+        delta_start: float = NotProvided,
+        delta_growth: float = NotProvided,
+        delta_max: float = NotProvided,
+        episodes_per_epoch: int | None = NotProvided,
+        agreement_episodes: int = NotProvided,
+        agreement_interval: int = NotProvided,
         **kwargs,
     ) -> "MECCAConfig":
         """MECCA settings (MECCA.md §3); other keyword arguments go to ``AlgorithmConfig.training``.
@@ -103,8 +139,22 @@ class MECCAConfig(AlgorithmConfig):
             entropy_coeff: weight of the per-voxel entropy bonus.
             vf_loss_coeff: weight of the per-voxel value loss (V - R)^2.
             gae_lambda: None for plain returns with A = R - V; else GAE lambda.
-            label_provider: per-episode targets hook (default: the env's ``info["label"]``;
-                see ``policies.connectors.LabelProvider``).
+            label_provider: per-episode targets hook (default: simulated labels, see
+                below, or the env's ``info["label"]`` only; ``policies.connectors.LabelProvider``).
+            simulated_labels: train the segmentation network on unlabeled episodes against
+                simulated labels (MECCA.md §5). False: unlabeled episodes are ignored.
+            delta_start, delta_growth, delta_max: gradient-mask threshold
+                ``delta = min(delta_start + delta_growth * epoch, delta_max)`` (0.85,
+                0.00025, 0.99; MECCA.md §5). One *epoch* is a pass over the training set:
+                ``episodes_per_epoch`` episodes given to the learners (summed over all
+                learners and env runners).
+            episodes_per_epoch: episodes per epoch; None = ``env_config["num_cases"]`` (64
+                by default): the training-set size of synthetic data. Set it to the number
+                of training cases for folder or cache datasets.
+            agreement_episodes: every ``agreement_interval`` iterations, play this many
+                episodes on unlabeled training cases on the (first) learner and report how
+                often simulated labels match the hidden truth (``mecca/sim_label_*``;
+                monitoring only, never trained on). 0 turns it off.
         """
         super().training(**kwargs)
         for name, value in dict(
@@ -113,6 +163,9 @@ class MECCAConfig(AlgorithmConfig):
             focal_gamma=focal_gamma, voxel_mean_reward=voxel_mean_reward,
             confidence_lr=confidence_lr, entropy_coeff=entropy_coeff,
             vf_loss_coeff=vf_loss_coeff, gae_lambda=gae_lambda, label_provider=label_provider,
+            simulated_labels=simulated_labels, delta_start=delta_start, delta_growth=delta_growth,
+            delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
+            agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
         ).items():
             if value is not NotProvided:
                 setattr(self, name, value)
@@ -136,6 +189,13 @@ class MECCAConfig(AlgorithmConfig):
             **self.reward_weighting_kwargs,
         }
 
+    def delta_schedule(self) -> DeltaSchedule:
+        """The gradient-mask threshold schedule (MECCA.md §5) from ``delta_*`` and the epoch size."""
+        per_epoch = self.episodes_per_epoch
+        if per_epoch is None:
+            per_epoch = int((self.env_config or {}).get("num_cases", 64))
+        return DeltaSchedule(self.delta_start, self.delta_growth, self.delta_max, per_epoch)
+
     def _resolved_weighting(self) -> Weighting:
         if self.weighting is not None and self.weighting.name == self.reward_weighting:
             return self.weighting
@@ -157,6 +217,13 @@ class MECCAConfig(AlgorithmConfig):
             self._value_error(f"gae_lambda must be None or in [0, 1], got {self.gae_lambda}")
         if not 0.0 <= self.gamma <= 1.0:
             self._value_error(f"gamma must be in [0, 1], got {self.gamma}")
+        try:
+            self.delta_schedule()
+        except ValueError as err:
+            self._value_error(str(err))
+        if int(self.agreement_episodes) < 0 or int(self.agreement_interval) < 1:
+            self._value_error("agreement_episodes must be >= 0 and agreement_interval >= 1, got "
+                              f"{self.agreement_episodes}, {self.agreement_interval}")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(module_class=MECCATorchRLModule)
@@ -186,10 +253,15 @@ class MECCAConfig(AlgorithmConfig):
                 reward_weighting=self._resolved_weighting(),
                 weighting_params=self.weighting_params,
                 voxel_mean_reward=self.voxel_mean_reward,
-                label_provider=self.label_provider,
+                label_provider=self._resolved_label_provider(),
             )
         )
         return pipeline
+
+    def _resolved_label_provider(self) -> LabelProvider | None:
+        if self.label_provider is not None:
+            return self.label_provider
+        return SimulatedLabelProvider(self.delta_start) if self.simulated_labels else None
 
 
 class MECCA(Algorithm):
@@ -217,6 +289,7 @@ class MECCA(Algorithm):
         if not episodes:
             return
         self._log_dice(episodes)
+        trained_before = int(self.metrics.peek((MECCA_RESULTS, EPISODES_TRAINED), default=0))
 
         kwargs: dict[str, Any] = {
             "num_epochs": self.config.num_epochs,
@@ -235,16 +308,58 @@ class MECCA(Algorithm):
                         (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME),
                         default=0,
                     ),
+                    EPISODES_TRAINED_LIFETIME: trained_before,
                 },
                 **kwargs,
             )
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        self._log_label_stats(episodes, trained_before)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group,
                 policies=set(learner_results[0].keys()) - {ALL_MODULES},
                 inference_only=True,
             )
+
+    def _log_label_stats(self, episodes: list, trained_before: int) -> None:
+        """Labeled/unlabeled episode counts, epoch and delta of this update (MECCA.md §5);
+        every ``agreement_interval`` iterations the env-side agreement of simulated labels."""
+        schedule = self.config.delta_schedule()
+        unlabeled = sum(bool(e.get_infos(0).get("unlabeled", False)) for e in episodes)
+        self.metrics.log_value((MECCA_RESULTS, EPISODES_TRAINED), len(episodes), reduce="lifetime_sum")
+        self.metrics.log_dict(
+            {
+                "labeled_episodes": len(episodes) - unlabeled,
+                "unlabeled_episodes": unlabeled,
+                "epoch": schedule.epoch(trained_before),
+                "delta": schedule(trained_before),
+            },
+            key=MECCA_RESULTS,
+            window=1,
+        )
+        n = int(self.config.agreement_episodes)
+        if n > 0 and self.config.simulated_labels and self.iteration % self.config.agreement_interval == 0:
+            stats = self._agreement(n, schedule(trained_before))
+            if stats:
+                self.metrics.log_dict({f"sim_label_{k}": v for k, v in stats.items()},
+                                      key=MECCA_RESULTS, window=1)
+
+    def _agreement(self, episodes: int, delta: float) -> dict[str, float]:
+        """``simulated_label_agreement`` on the first learner's module (it has the confidence net)."""
+        env_config, seed = dict(self.config.env_config or {}), int(self.iteration)
+
+        def run(learner) -> dict[str, float]:
+            from mecca_rllib.envs import InteractiveSegEnv
+
+            env = getattr(learner, "_mecca_agreement_env", None)
+            if env is None:
+                env = learner._mecca_agreement_env = InteractiveSegEnv(env_config)
+            module = learner.module[next(iter(learner.module.keys()))]
+            module = module.unwrapped() if hasattr(module, "unwrapped") else module
+            return simulated_label_agreement(module, env, delta=delta, episodes=episodes, seed=seed)
+
+        first = next(iter(self.learner_group.foreach_learner(run)))
+        return first.get() if hasattr(first, "get") else first
 
     def _log_dice(self, episodes: list) -> None:
         """Mean Dice after reset and after every step of the sampled episodes (from infos)."""

@@ -45,6 +45,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "click_mode": "edge",
     "hint_kernel": 8,
     "labeled_fraction": 1.0,
+    "labeled_episode_ratio": None,
     "augment": False,
     "seed": 0,
     "num_cases": 64,
@@ -84,6 +85,9 @@ def _config(config: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> d
         raise ValueError(f"click_mode must be one of {CLICK_MODES}, got {cfg['click_mode']!r}")
     if not 0.0 <= float(cfg["labeled_fraction"]) <= 1.0:
         raise ValueError(f"labeled_fraction must be in [0, 1], got {cfg['labeled_fraction']!r}")
+    ratio = cfg["labeled_episode_ratio"]
+    if ratio is not None and (isinstance(ratio, bool) or not 0.0 <= float(ratio) <= 1.0):
+        raise ValueError(f"labeled_episode_ratio must be None or in [0, 1], got {ratio!r}")
     return cfg
 
 
@@ -93,7 +97,11 @@ class InteractiveSegEnv(gym.Env):
     Args:
         config: a dict or RLlib ``EnvContext`` with keys from :data:`DEFAULT_CONFIG`
             (``dataset`` may also be a ready :class:`~mecca_rllib.data.VolumeSource`, whose
-            own shape and labeled subset then apply). With an
+            own shape and labeled subset then apply). ``labeled_episode_ratio``: None
+            draws cases from one permutation of all cases; a number r in [0, 1]
+            interleaves labeled and unlabeled cases so that a fraction r of the episodes
+            is labeled, evenly spread (r = 0.5: Algorithm 1's strict alternation,
+            MECCA.md §5), each group from its own seeded per-pass permutation. With an
             ``EnvContext`` the RNG streams also depend on ``worker_index`` and
             ``vector_index``, so parallel envs with one ``seed`` see different episodes.
         **overrides: the same keys as keyword arguments (``gymnasium.make(id, steps=3)``).
@@ -266,6 +274,11 @@ class InteractiveSegEnv(gym.Env):
         self._order_rng, self._data_rng, self._user_rng = order, data, user
         self._order: np.ndarray = np.zeros(0, np.int64)
         self._cursor = 0
+        # labeled_episode_ratio: per-group permutations and a running labeled-episode credit
+        self._group_order = {True: np.zeros(0, np.int64), False: np.zeros(0, np.int64)}
+        self._group_cursor = {True: 0, False: 0}
+        ratio = float(self.config["labeled_episode_ratio"] or 0.0)
+        self._labeled_credit = 1.0 - ratio if ratio > 0 else 0.0  # the first episode is labeled
 
     def _next_case(self, options: dict[str, Any] | None) -> int:
         if options and "case" in options:
@@ -277,11 +290,33 @@ class InteractiveSegEnv(gym.Env):
             if not 0 <= int(case) < len(self.source):
                 raise ValueError(f"options['case']: index {case} outside [0, {len(self.source)})")
             return int(case)
+        if self.config["labeled_episode_ratio"] is not None:
+            return self._next_interleaved(float(self.config["labeled_episode_ratio"]))
         if self._cursor >= len(self._order):  # a new pass over the cases
             self._order = self._order_rng.permutation(len(self.source))
             self._cursor = 0
         self._cursor += 1
         return int(self._order[self._cursor - 1])
+
+    def _next_interleaved(self, ratio: float) -> int:
+        """Next case of the labeled/unlabeled interleaving (MECCA.md §5, Algorithm 1).
+
+        A credit grows by ``ratio`` per episode; a labeled case is served whenever it
+        reaches 1 (so r = 0.5 alternates L, U, L, U). An empty group yields to the other.
+        """
+        labeled = np.asarray(self.source.labeled, dtype=bool)
+        if labeled.any() and not labeled.all():
+            self._labeled_credit += ratio
+            want = self._labeled_credit >= 1.0 - 1e-9
+            self._labeled_credit -= float(want)
+        else:
+            want = bool(labeled.any())
+        members = np.flatnonzero(labeled == want)
+        if self._group_cursor[want] >= len(self._group_order[want]):  # a new pass over the group
+            self._group_order[want] = members[self._order_rng.permutation(len(members))]
+            self._group_cursor[want] = 0
+        self._group_cursor[want] += 1
+        return int(self._group_order[want][self._group_cursor[want] - 1])
 
     def _check_action(self, action: Any) -> np.ndarray:
         action = np.asarray(action)

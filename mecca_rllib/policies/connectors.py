@@ -9,8 +9,10 @@ columns, ``N = D * H * W``:
 - ``advantages``, ``value_targets``: discounted (gamma) returns over the remaining steps of
   the episode, or GAE, of the shaped rewards (MECCA.md §3, Eqs. 3-5, 8-9);
 - ``conf_targets``: c_hat of Eq. 7;
-- ``voxel_loss_mask``: 1 where the voxel trains the segmentation/confidence losses (0 for
-  whole unlabeled episodes until MECCA.md §5 simulated labels provide a mask).
+- ``voxel_loss_mask``: 1 where the voxel trains the segmentation losses (0 for whole
+  episodes the provider returns None for; MECCA.md §5 gradient mask M for simulated labels);
+- ``conf_loss_mask``: the same for the confidence loss (0 where the provider says the
+  episode must not train the confidence network, MECCA.md §5).
 """
 from __future__ import annotations
 
@@ -31,14 +33,17 @@ ADVANTAGES = Postprocessing.ADVANTAGES  # (B, N)
 VALUE_TARGETS = Postprocessing.VALUE_TARGETS  # (B, N)
 CONF_TARGETS = "conf_targets"  # (B, N) in {0, 1}
 LOSS_MASK = "voxel_loss_mask"  # (B, N) in [0, 1]; not RLlib's per-row Columns.LOSS_MASK
+CONF_LOSS_MASK = "conf_loss_mask"  # (B, N) in [0, 1]: voxels training the confidence net
 
 
 @dataclass
 class EpisodeLabels:
-    """Per-step targets of one episode: ``label`` and ``mask``, both float ``(T, N)``."""
+    """Per-step targets of one episode: ``label`` and ``mask``, both float ``(T, N)``;
+    ``trains_confidence=False`` keeps the episode out of the confidence loss (MECCA.md §5)."""
 
     label: torch.Tensor
     mask: torch.Tensor
+    trains_confidence: bool = True
 
 
 LabelProvider = Callable[..., "EpisodeLabels | None"]
@@ -122,7 +127,8 @@ class AddMECCATrainColumns(ConnectorV2):
 
         zeros = torch.zeros_like(values)
         adv, targets, conf_t, mask = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
-        gains, start = [], 0
+        conf_mask = zeros.clone()
+        gains, unlabeled_masks, start = [], [], 0
         for episode, t in zip(episodes, lengths):
             rows = slice(start, start + t)
             start += t
@@ -145,9 +151,17 @@ class AddMECCATrainColumns(ConnectorV2):
             )
             conf_t[rows] = confidence_targets(action_values[rows], labels.label)  # Eq. 7
             mask[rows] = labels.mask
+            if labels.trains_confidence:
+                conf_mask[rows] = labels.mask
+            else:  # MECCA.md §5: simulated targets never train the confidence net
+                unlabeled_masks.append(labels.mask.mean().item())
             gains.append(inputs.gain.mean().item())
-        stats = {"labeled_episode_fraction": len(gains) / max(len(episodes), 1)}
+        labeled = len(gains) - len(unlabeled_masks)  # episodes training the confidence net
+        stats = {"labeled_episode_fraction": labeled / max(len(episodes), 1)}
         if gains:
             stats["mean_gain"] = float(np.mean(gains))
-        columns = {ADVANTAGES: adv, VALUE_TARGETS: targets, CONF_TARGETS: conf_t, LOSS_MASK: mask}
+        if unlabeled_masks:  # fraction of unlabeled voxels passing the gradient mask
+            stats["unlabeled_mask_fraction"] = float(np.mean(unlabeled_masks))
+        columns = {ADVANTAGES: adv, VALUE_TARGETS: targets, CONF_TARGETS: conf_t, LOSS_MASK: mask,
+                   CONF_LOSS_MASK: conf_mask}
         return columns, stats

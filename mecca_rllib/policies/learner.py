@@ -1,7 +1,10 @@
 """``MECCATorchLearner``: per-voxel A2C loss + symmetric confidence loss (MECCA.md §3).
 
 Two optimizers: ``"segmentation"`` (trunk, policy and value heads; ``config.lr``) and
-``"confidence"`` (the confidence net; ``config.confidence_lr``).
+``"confidence"`` (the confidence net; ``config.confidence_lr``). The segmentation losses
+are masked by ``voxel_loss_mask``, the confidence loss by ``conf_loss_mask`` (labeled
+episodes only, MECCA.md §5). Before each update the learner sets the simulated-label
+threshold delta from ``timesteps[EPISODES_TRAINED_LIFETIME]`` (MECCA.md §5).
 """
 from __future__ import annotations
 
@@ -13,12 +16,22 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
-from mecca_rllib.policies.connectors import ADVANTAGES, CONF_TARGETS, LOSS_MASK, VALUE_TARGETS
+from mecca_rllib.policies.connectors import (
+    ADVANTAGES,
+    CONF_LOSS_MASK,
+    CONF_TARGETS,
+    LOSS_MASK,
+    VALUE_TARGETS,
+    AddMECCATrainColumns,
+)
 from mecca_rllib.policies.distribution import VoxelCategorical
 from mecca_rllib.policies.rl_module import CONF_LOGITS, CONF_LOGITS_FLIPPED
 
 CONFIDENCE_LOSS_KEY = "confidence_loss"
 CONFIDENCE_ACCURACY_KEY = "confidence_accuracy"
+# Key of ``Learner.update(timesteps=...)``: episodes the learners were given before this
+# update, summed over all learners (set by ``MECCA.training_step``).
+EPISODES_TRAINED_LIFETIME = "mecca_episodes_trained_lifetime"
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -61,6 +74,17 @@ class MECCATorchLearner(TorchLearner):
             lr_or_lr_schedule=config.confidence_lr,
         )
 
+    def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
+        """Set delta of the simulated-label provider from the episodes trained so far."""
+        super().before_gradient_based_update(timesteps=timesteps)
+        schedule = getattr(self.config, "delta_schedule", None)
+        if schedule is None:
+            return
+        delta = schedule()(int(timesteps.get(EPISODES_TRAINED_LIFETIME, 0)))
+        for piece in getattr(self._learner_connector, "connectors", []):
+            if isinstance(piece, AddMECCATrainColumns) and hasattr(piece.label_provider, "delta"):
+                piece.label_provider.delta = delta
+
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
@@ -77,8 +101,9 @@ class MECCATorchLearner(TorchLearner):
         mean_entropy = masked_mean(entropy, mask)
         conf_logits = fwd_out[CONF_LOGITS].reshape(b, -1)
         conf_targets = batch[CONF_TARGETS].reshape(b, -1)
-        conf_loss = symmetric_confidence_loss(
-            conf_logits, fwd_out[CONF_LOGITS_FLIPPED].reshape(b, -1), conf_targets, mask
+        conf_mask = batch[CONF_LOSS_MASK].reshape(b, -1) if CONF_LOSS_MASK in batch else mask
+        conf_loss = symmetric_confidence_loss(  # labeled episodes only (MECCA.md §5)
+            conf_logits, fwd_out[CONF_LOGITS_FLIPPED].reshape(b, -1), conf_targets, conf_mask
         )
         total = (
             policy_loss
@@ -87,7 +112,7 @@ class MECCATorchLearner(TorchLearner):
             + conf_loss  # disjoint parameters: stepped by the "confidence" optimizer
         )
         with torch.no_grad():
-            conf_acc = masked_mean(((conf_logits > 0).float() == conf_targets).float(), mask)
+            conf_acc = masked_mean(((conf_logits > 0).float() == conf_targets).float(), conf_mask)
         self.metrics.log_dict(
             {
                 POLICY_LOSS_KEY: policy_loss.detach(),
