@@ -18,7 +18,7 @@ UPDATES = 50
 
 
 def test_trained_policy_beats_untrained_on_held_out_phantoms():
-    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+    from mecca_rllib.algorithm import MECCAEnvRunner
 
     torch.manual_seed(0)
     config = load_train_config("demo", [
@@ -28,7 +28,7 @@ def test_trained_policy_beats_untrained_on_held_out_phantoms():
         "evaluation.episodes=4",
     ])
     algo_config = build_algorithm_config(config)
-    runner = SingleAgentEnvRunner(config=algo_config)
+    runner = MECCAEnvRunner(config=algo_config)
     learner = algo_config.build_learner(env=runner.env)
     learner.build()
     for _ in range(UPDATES):
