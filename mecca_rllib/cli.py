@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "mecca_rllib.session_commands",
     "mecca_rllib.web.commands",
     "mecca_rllib.tune_cli",
+    "mecca_rllib.bench.commands",
 )
 
 

@@ -1,0 +1,104 @@
+"""One volume's interaction state, shared by the benchmark protocol and the supervised
+trainers: the environment's own simulated user and hint map (MECCA.md §1), never a copy.
+
+The state mirrors :class:`~mecca_rllib.envs.InteractiveSegEnv`: the observation is
+``(3, D, H, W)`` float32 = (image, p, hint), ``p = 0.5`` everywhere at the start, the user
+places ``initial_clicks`` where ``p > 0.5`` is wrong, then ``clicks_per_step`` more after
+every interaction step but the last. What differs is who updates ``p``: any method may set
+it (a supervised network predicts it outright; MECCA adds its action values).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from mecca_rllib.envs import DEFAULT_CONFIG, HintMap, SimulatedUser
+
+__all__ = ["ClickSchedule", "Interaction"]
+
+
+@dataclass(frozen=True)
+class ClickSchedule:
+    """How the simulated user interacts (defaults: MECCA.md §1 and §6, the env's defaults).
+
+    Attributes:
+        steps: interaction steps T.
+        initial_clicks: clicks before the first step (25).
+        clicks_per_step: clicks after every later step (5).
+        click_mode: ``"edge"`` (the paper) or ``"largest_error"``.
+        hint_kernel: Gaussian hint kernel in voxels (8).
+    """
+
+    steps: int = int(DEFAULT_CONFIG["steps"])
+    initial_clicks: int = int(DEFAULT_CONFIG["initial_clicks"])
+    clicks_per_step: int = int(DEFAULT_CONFIG["clicks_per_step"])
+    click_mode: str = str(DEFAULT_CONFIG["click_mode"])
+    hint_kernel: int = int(DEFAULT_CONFIG["hint_kernel"])
+
+    def env_config(self) -> dict[str, Any]:
+        """The same schedule as ``InteractiveSegEnv`` config keys."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_env_config(cls, config: Mapping[str, Any]) -> "ClickSchedule":
+        """The schedule of an env config (missing keys take the env's defaults)."""
+        return cls(**{f.name: config.get(f.name, DEFAULT_CONFIG[f.name]) for f in fields(cls)})
+
+
+class Interaction:
+    """Clicks, hint map and probability of one volume during one interactive episode.
+
+    Args:
+        image: float32 ``(D, H, W)`` (z-scored).
+        label: uint8/bool ``(D, H, W)`` ground truth the simulated user clicks against.
+        schedule: the click schedule.
+        rng: the click stream (edge clicks start at a random point); the same stream gives
+            the same first clicks to every method.
+
+    ``obs`` is the current ``(3, D, H, W)`` observation; the initial clicks are placed at
+    construction (against ``p = 0.5``, i.e. an empty segmentation).
+    """
+
+    def __init__(self, image: np.ndarray, label: np.ndarray, schedule: ClickSchedule,
+                 rng: np.random.Generator) -> None:
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 3 or image.shape != np.shape(label):
+            raise ValueError(f"image {image.shape} and label {np.shape(label)} must be one "
+                             "(D, H, W) shape")
+        self.schedule = schedule
+        self.label = np.asarray(label, dtype=np.uint8)
+        self.obs = np.empty((3, *image.shape), np.float32)
+        self.obs[0] = image
+        self.obs[1] = 0.5  # MECCA.md §1: p_i(0) = 0.5
+        self._hints = HintMap(image.shape, schedule.hint_kernel, out=self.obs[2])
+        self._user = SimulatedUser(schedule.click_mode)
+        self._user.start(self.label)
+        self._rng = rng
+        self._place(schedule.initial_clicks, None)
+
+    @property
+    def p(self) -> np.ndarray:
+        """Current foreground probability, float32 ``(D, H, W)`` (a view of ``obs[1]``)."""
+        return self.obs[1]
+
+    @property
+    def clicks(self) -> np.ndarray:
+        """All clicks so far, int32 ``(K, 3)``, oldest first."""
+        return self._user.clicks
+
+    def set_p(self, p: np.ndarray) -> None:
+        """Replace the probability by a method's new ``p`` (``(D, H, W)``, values in [0, 1])."""
+        np.copyto(self.obs[1], np.asarray(p, dtype=np.float32))
+
+    def click(self, advice: np.ndarray | None = None) -> np.ndarray:
+        """The user's ``clicks_per_step`` new clicks where ``p > 0.5`` is wrong, restricted
+        to ``advice`` (bool ``(D, H, W)``) when given; returns them, int32 ``(k, 3)``."""
+        return self._place(self.schedule.clicks_per_step, advice)
+
+    def _place(self, n: int, advice: np.ndarray | None) -> np.ndarray:
+        points = self._user.click(self.obs[1] > 0.5, n, self._rng, advice=advice)
+        self._hints.add(points)
+        return points

@@ -1,0 +1,181 @@
+"""The benchmarked methods and how each is trained under one budget.
+
+Supervised baselines train with the plain torch loops of
+:mod:`mecca_rllib.baselines.supervised`; MECCA and its reward ablations (IteR-MRL and its
+Focal-/Err- variants, MECCA.md §3-4) train through RLlib (``MECCAConfig``) in-process
+(0 env runners, local learner) and are evaluated through
+:class:`~mecca_rllib.baselines.ModuleSegmenter`. A new method plugs in as a
+:class:`MethodSpec` whose ``train`` returns a :class:`~mecca_rllib.baselines.TrainResult`.
+"""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from mecca_rllib.baselines import (
+    ClickSchedule,
+    ModuleSegmenter,
+    SupervisedSettings,
+    TrainResult,
+    train_supervised,
+)
+from mecca_rllib.bench.budget import Budget
+from mecca_rllib.data import VolumeSource
+
+__all__ = ["METHODS", "MethodSpec", "TrainSettings", "method_names", "select_methods", "train_rl"]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Settings every method trains with (the same backbone width for all, MECCA.md §2).
+
+    Attributes:
+        width: channels of every dilated block.
+        dilations: the 5 block dilations (MECCA: 3 shared + 2 head blocks).
+        conf_dilations: the confidence net's 6 block dilations (RL methods).
+        lr: learning rate of every network (Adam).
+        schedule: the simulated user's click schedule.
+        rl_batch_env_steps: env steps sampled per RLlib training iteration.
+        entropy_coeff: RL entropy bonus.
+        seed: seeds all training.
+        device: ``"cpu"`` or ``"cuda"`` for the networks being trained (RL: the learner).
+    """
+
+    width: int = 16
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+    conf_dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 1)
+    lr: float = 1e-4
+    schedule: ClickSchedule = field(default_factory=ClickSchedule)
+    rl_batch_env_steps: int = 40
+    entropy_coeff: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def model_config(self) -> dict[str, Any]:
+        """The MECCA RLModule's ``model_config`` at these settings."""
+        return {"width": self.width, "dilations": list(self.dilations),
+                "conf_dilations": list(self.conf_dilations)}
+
+    def supervised(self) -> SupervisedSettings:
+        """The same settings for the supervised loops."""
+        return SupervisedSettings(width=self.width, dilations=self.dilations, lr=self.lr,
+                                  schedule=self.schedule, seed=self.seed, device=self.device)
+
+
+Trainer = Callable[[VolumeSource, Budget, TrainSettings], TrainResult]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One benchmarked method.
+
+    Attributes:
+        name: display name (a table row).
+        family: ``"supervised"`` or ``"rl"``.
+        train: ``train(source, budget, settings) -> TrainResult``.
+        reward_weighting: RL methods: the reward weighting (MECCA.md §3), for the ablation.
+        guided_variant: also evaluate with the interaction guide (MECCA.md §4).
+    """
+
+    name: str
+    family: str
+    train: Trainer
+    reward_weighting: str | None = None
+    guided_variant: bool = False
+
+
+def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: TrainSettings,
+             name: str = "MECCA") -> TrainResult:
+    """Train MECCA with ``reward_weighting=weighting`` through RLlib until ``budget`` is spent.
+
+    One ``algo.train()`` per iteration (``rl_batch_env_steps`` env steps of complete
+    episodes); env steps are RLlib's lifetime count of sampled steps. Returns the learner's
+    full module (policy, value head, confidence net) wrapped in a ``ModuleSegmenter``.
+    Needs a running Ray (``ray.init``) or starts a local one.
+    """
+    import torch
+
+    from mecca_rllib import MECCAConfig
+    from mecca_rllib.policies.checkpoints import build_module
+
+    env_config = {**settings.schedule.env_config(), "dataset": source,
+                  "shape": list(source.shape)}
+    config = (
+        MECCAConfig()
+        .environment("mecca_seg", env_config=env_config)
+        .rl_module(model_config=settings.model_config())
+        .training(reward_weighting=weighting, lr=settings.lr, confidence_lr=settings.lr,
+                  entropy_coeff=settings.entropy_coeff,
+                  train_batch_size_per_learner=settings.rl_batch_env_steps)
+        .env_runners(num_env_runners=0)
+        .learners(num_learners=0, num_gpus_per_learner=int(settings.device.startswith("cuda")))
+        .debugging(seed=settings.seed)
+    )
+    tracker = budget.tracker()
+    algo = config.build_algo()
+    losses: list[float] = []
+    try:
+        while not tracker.updates or not tracker.exhausted:
+            result = algo.train()
+            tracker.env_steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+            tracker.updates += 1
+            learner = result.get("learners", {}).get("default_policy", {})
+            if "policy_loss" in learner:
+                losses.append(float(learner["policy_loss"]))
+        weights = algo.learner_group.get_weights()["default_policy"]
+    finally:
+        logdir = Path(getattr(algo, "logdir", "") or "")
+        algo.stop()
+        if logdir.is_dir() and not any(logdir.iterdir()):
+            shutil.rmtree(logdir)  # the empty results folder the Trainable made under ~/ray_results
+    module = build_module(settings.model_config(), tuple(source.shape))
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+    module.to(settings.device).eval()
+    return TrainResult(ModuleSegmenter(module, name=name), tracker.summary(), losses)
+
+
+def _supervised(kind: str) -> Trainer:
+    def train(source: VolumeSource, budget: Budget, settings: TrainSettings) -> TrainResult:
+        return train_supervised(kind, source, budget, settings.supervised())
+
+    return train
+
+
+def _rl(weighting: str, name: str) -> Trainer:
+    return partial(train_rl, weighting, name=name)
+
+
+#: Table 1's methods (MECCA.md §7) that this project implements, plus the reward ablation.
+METHODS: tuple[MethodSpec, ...] = (
+    MethodSpec("P-Net", "supervised", _supervised("pnet")),
+    MethodSpec("DeepIGeoS", "supervised", _supervised("deepigeos")),
+    MethodSpec("InterCNN", "supervised", _supervised("intercnn")),
+    MethodSpec("IteR-MRL", "rl", _rl("none", "IteR-MRL"), reward_weighting="none"),
+    MethodSpec("Focal-IteR-MRL", "rl", _rl("focal_prob", "Focal-IteR-MRL"),
+               reward_weighting="focal_prob"),
+    MethodSpec("Err-IteR-MRL", "rl", _rl("error_region", "Err-IteR-MRL"),
+               reward_weighting="error_region"),
+    MethodSpec("MECCA", "rl", _rl("confidence", "MECCA"), reward_weighting="confidence",
+               guided_variant=True),
+)
+
+
+def method_names() -> list[str]:
+    """Names of the registered methods, in table order."""
+    return [m.name for m in METHODS]
+
+
+def select_methods(names: list[str] | None) -> list[MethodSpec]:
+    """The registered methods named in ``names`` (case-insensitive); None = all."""
+    if not names:
+        return list(METHODS)
+    lookup = {m.name.lower(): m for m in METHODS}
+    unknown = [n for n in names if n.lower() not in lookup]
+    if unknown:
+        raise ValueError(f"--methods: unknown method(s) {unknown}; choose from {method_names()}")
+    wanted = {n.lower() for n in names}
+    return [m for m in METHODS if m.name.lower() in wanted]

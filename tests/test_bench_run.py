@@ -1,0 +1,88 @@
+"""``mecca bench``: the command line and a miniature end-to-end benchmark."""
+import argparse
+import re
+
+import pytest
+import torch
+
+from mecca_rllib.baselines import ClickSchedule
+from mecca_rllib.bench import commands
+from mecca_rllib.bench.budget import Budget
+from mecca_rllib.bench.methods import TrainSettings, method_names, select_methods
+from mecca_rllib.bench.protocol import Protocol
+from mecca_rllib.bench.report import load_results
+from mecca_rllib.bench.run import FULL, QUICK, run_bench
+
+SCHEDULE = ClickSchedule(steps=3, initial_clicks=4, clicks_per_step=2, hint_kernel=3)
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(prog="mecca")
+    commands.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["bench", *argv])
+
+
+def run_cli(monkeypatch, *argv):
+    seen = {}
+    monkeypatch.setattr("mecca_rllib.bench.run.run_bench",
+                        lambda config, **kw: seen.setdefault("config", config))
+    args = parse(*argv)
+    assert args.func(args) == 0
+    return seen["config"]
+
+
+def test_cli_options_reach_the_benchmark(monkeypatch, tmp_path):
+    config = run_cli(monkeypatch, "--quick", "--out", str(tmp_path), "--dataset", "atlas",
+                     "--repeats", "2", "--methods", "P-Net,MECCA", "--no-guided",
+                     "--device", "cpu", "--cache-dir", str(tmp_path / "cache"))
+    assert config.shape == QUICK.shape and config.budget == QUICK.budget
+    assert (config.dataset, config.out, config.protocol.repeats) == ("atlas", tmp_path, 2)
+    assert config.methods == ("P-Net", "MECCA") and not config.guided
+    assert config.settings.device == "cpu" and config.cache_dir == tmp_path / "cache"
+    config = run_cli(monkeypatch, "--budget", "5000steps", "--shape", "12x24x24")
+    assert config.budget == Budget("env_steps", 5000) and config.shape == (12, 24, 24)
+    assert config.protocol == FULL.protocol and config.dataset == "phantoms"
+
+
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--shape", "16x32"]])
+def test_cli_rejects_bad_values(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse(*argv)
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_method_selection_names_the_unknown():
+    assert [m.name for m in select_methods(["mecca", "P-Net"])] == ["P-Net", "MECCA"]
+    with pytest.raises(ValueError, match="U-Net"):
+        select_methods(["U-Net"])
+    assert method_names()[:3] == ["P-Net", "DeepIGeoS", "InterCNN"]
+
+
+@pytest.mark.slow
+def test_miniature_bench_reports_every_method_and_step(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = QUICK.replace(
+            shape=(8, 16, 16), num_train=3, num_test=2, budget=Budget("env_steps", 6),
+            settings=TrainSettings(width=16, dilations=(1, 2, 1, 2, 1),
+                                   conf_dilations=(1, 2, 1, 2, 1, 1), lr=1e-3,
+                                   schedule=SCHEDULE, rl_batch_env_steps=6),
+            protocol=Protocol(schedule=SCHEDULE, repeats=1), out=tmp_path)
+        path = run_bench(config, command="mecca bench (test)", progress=False, log=lambda s: None)
+    finally:
+        torch.set_num_threads(threads)
+    text = path.read_text()
+    expected = [*method_names(), "MECCA (guided)"]
+    for heading in ("Table 1", "Table 2", "Misunderstanding", "NoC@85", "Table 6"):
+        body = text[text.index(heading):]
+        body = body[: re.search(r"\n## |\n### |$", body[1:]).start() + 1]
+        for name in expected:
+            assert re.search(rf"\| {re.escape(name)} \| \d", body), (heading, name)
+    table2 = text[text.index("Table 2"):text.index("### ASSD")]
+    assert "| step 1 | step 2 | step 3 |" in table2
+    assert (tmp_path / "dice_per_step.png").exists() and (tmp_path / "reward_ablation.png").exists()
+    results, meta = load_results(tmp_path / "results.json")
+    assert meta["budget"] == "6 environment steps per method"
+    for r in results:  # every method was held to the same budget
+        assert 6 <= r.training["env_steps"] < 6 + SCHEDULE.steps * 2, r.name
