@@ -33,6 +33,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
 from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
 from mecca_rllib.policies.reward_shaping import Weighting, get_weighting, registered_weightings
@@ -235,9 +236,12 @@ class MECCAConfig(AlgorithmConfig):
 
     @property
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        shape = (self.env_config or {}).get("shape")
+        env_config = self.env_config or {}
+        shape = env_config.get("shape")
         return super()._model_config_auto_includes | DEFAULT_MODEL_CONFIG | {
-            "shape": tuple(int(s) for s in shape) if shape is not None else None
+            "shape": tuple(int(s) for s in shape) if shape is not None else None,
+            # The hint kernel the policy saw in training; sessions draw hints the same way.
+            "hint_kernel": int(env_config.get("hint_kernel", ENV_DEFAULTS["hint_kernel"])),
         }
 
     def build_learner_connector(self, input_observation_space, input_action_space, device=None):

@@ -32,6 +32,7 @@ import torch
 from mecca_rllib.data.nifti import Volume, load_volume, volume_from_array
 from mecca_rllib.data.preprocess import resize_image, zscore
 from mecca_rllib.envs.hints import HintMap
+from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.envs.spaces import ACTION_TENTHS, ACTION_VALUES
 from mecca_rllib.guide import (
     DEFAULT_COMPACTNESS,
@@ -276,6 +277,12 @@ def dhw_affine(spacing: Sequence[float]) -> np.ndarray:
     return np.diag([w, h, d, 1.0]) @ _SWAP_DHW
 
 
+def training_hint_kernel(module: Any) -> int:
+    """The env's ``hint_kernel`` a MECCA module was trained with (8, the paper's, if unrecorded)."""
+    cfg = getattr(module, "model_config", None) or {}
+    return int(cfg.get("hint_kernel") or ENV_DEFAULTS["hint_kernel"])
+
+
 def training_shape(module: Any) -> tuple[int, int, int]:
     """The network shape ``(D, H, W)`` a MECCA module was trained on (``model_config["shape"]``)."""
     cfg = getattr(module, "model_config", None) or {}
@@ -317,7 +324,8 @@ class InteractiveSession:
         seed: seed of the action sampling (``explore=True``).
         schedule: supervoxel count per step for the interaction guide (MECCA.md §4).
         k: number of advice regions.
-        hint_kernel: hint Gaussian kernel in network voxels (the env's ``hint_kernel``).
+        hint_kernel: hint Gaussian kernel in network voxels; None (default) = the
+            ``hint_kernel`` the module was trained with (``model_config``).
         roi_margin: widening of the first clicks' bounding box when no ROI is given.
         device: torch device; default: the module's.
         memory_format: ``torch.channels_last_3d`` (default, faster on CPU) or
@@ -332,7 +340,7 @@ class InteractiveSession:
         seed: int = 0,
         schedule: Sequence[int] = DEFAULT_SCHEDULE,
         k: int = DEFAULT_K,
-        hint_kernel: int = 8,
+        hint_kernel: int | None = None,
         roi_margin: int = DEFAULT_ROI_MARGIN,
         device: str | torch.device | None = None,
         memory_format: torch.memory_format = torch.channels_last_3d,
@@ -346,7 +354,7 @@ class InteractiveSession:
         self.explore = bool(explore)
         self.schedule = tuple(int(n) for n in schedule)
         self.k = int(k)
-        self.hint_kernel = int(hint_kernel)
+        self.hint_kernel = training_hint_kernel(module) if hint_kernel is None else int(hint_kernel)
         self.roi_margin = int(roi_margin)
         if device is None:
             param = next(iter(module.parameters()), None)

@@ -321,10 +321,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mecca_rllib.evaluation import evaluate
     from mecca_rllib.guide import make_advice_fn
     from mecca_rllib.policies.checkpoints import load_rl_module
-    from mecca_rllib.session import training_shape
+    from mecca_rllib.session import training_hint_kernel, training_shape
 
     for name in ("repeats", "steps", "clicks_per_step", "num_cases", "hint_kernel"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise _UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.initial_clicks < 0:
         raise _UsageError(f"--initial-clicks must be >= 0, got {args.initial_clicks}")
@@ -336,7 +336,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     env_config = {
         "dataset": source, "shape": shape, "steps": args.steps,
         "initial_clicks": args.initial_clicks, "clicks_per_step": args.clicks_per_step,
-        "click_mode": args.click_mode, "hint_kernel": args.hint_kernel, "seed": args.seed,
+        "click_mode": args.click_mode, "seed": args.seed,
+        "hint_kernel": training_hint_kernel(module) if args.hint_kernel is None else args.hint_kernel,
     }  # fmt: skip
     advice = _TimedAdvice(make_advice_fn(k=args.k)) if args.guided else None
     n_cases = len(source)
@@ -406,7 +407,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="voxels added around the first clicks when no --roi is given (default 6)")
     p.add_argument("--channel", default=None, help="channel index or name of a 4D image")
     p.add_argument("--k", type=int, default=5, help="number of advice regions (default 5)")
-    p.add_argument("--hint-kernel", type=int, default=8, help="hint kernel of training (default 8)")
+    p.add_argument("--hint-kernel", type=int, default=None,
+                   help="hint kernel in network voxels (default: the checkpoint's training value)")
     p.add_argument("--explore", action="store_true", help="sample actions instead of the argmax")
     p.add_argument("--seed", type=int, default=0, help="seed of --explore sampling")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -428,7 +430,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-clicks", type=int, default=25, help="clicks before the first step (default 25)")
     p.add_argument("--clicks-per-step", type=int, default=5, help="clicks after each step (default 5)")
     p.add_argument("--click-mode", choices=("edge", "largest_error"), default="edge")
-    p.add_argument("--hint-kernel", type=int, default=8, help="hint kernel of training (default 8)")
+    p.add_argument("--hint-kernel", type=int, default=None,
+                   help="hint kernel in network voxels (default: the checkpoint's training value)")
     p.add_argument("--guided", action="store_true", help="simulated clicks only inside the advice regions")
     p.add_argument("--k", type=int, default=5, help="number of advice regions with --guided (default 5)")
     p.add_argument("--explore", action="store_true", help="sample actions instead of the argmax")

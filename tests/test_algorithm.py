@@ -171,3 +171,11 @@ def test_config_validation_names_the_problem():
             batch_mode="truncate_episodes").validate()
     with pytest.raises(ValueError, match="gae_lambda"):
         MECCAConfig().environment("mecca_seg", env_config=dict(ENV)).training(gae_lambda=2.0).validate()
+
+
+def test_model_config_records_the_training_shape_and_hint_kernel():
+    from mecca_rllib import MECCAConfig
+
+    config = MECCAConfig().environment("mecca_seg", env_config={"shape": (8, 16, 16), "hint_kernel": 4})
+    assert config.model_config["shape"] == (8, 16, 16)
+    assert config.model_config["hint_kernel"] == 4

@@ -305,3 +305,12 @@ def test_roi_grid_resampling_matches_scikit_image_and_brute_force(box):
         voxels = np.argwhere(nearest == lab) + grid.box[:, 0]
         assert n == len(voxels)
         np.testing.assert_allclose(centroid, voxels.mean(axis=0))
+
+
+def test_session_draws_hints_with_the_kernel_the_module_was_trained_with(make_tiny_module):
+    module = make_tiny_module(NET_SHAPE)
+    module.model_config = {**module.model_config, "hint_kernel": 3}
+    assert InteractiveSession(module).hint_kernel == 3
+    assert InteractiveSession(module, hint_kernel=5).hint_kernel == 5
+    module.model_config = {k: v for k, v in module.model_config.items() if k != "hint_kernel"}
+    assert InteractiveSession(module).hint_kernel == 8  # unrecorded: the paper's kernel

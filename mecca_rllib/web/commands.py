@@ -76,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=_positive(int), default=5, help="number of advice regions (default 5)")
     p.add_argument("--roi-margin", type=int, default=6,
                    help="voxels added around the first clicks' box to form the region of interest (default 6)")
-    p.add_argument("--hint-kernel", type=_positive(int), default=8, help="hint kernel of training (default 8)")
+    p.add_argument("--hint-kernel", type=_positive(int), default=None,
+                   help="hint kernel in network voxels (default: the checkpoint's training value)")
     p.set_defaults(func=serve)
 
 
