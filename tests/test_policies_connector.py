@@ -1,50 +1,27 @@
 """The learner connector piece on hand-made episodes (no Ray cluster)."""
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from mecca_rllib.envs import ACTION_VALUES
 from mecca_rllib.policies.connectors import (
     ADVANTAGES, CONF_TARGETS, LOSS_MASK, VALUE_TARGETS, AddMECCATrainColumns, EpisodeLabels,
 )
 from mecca_rllib.policies.returns import discounted_returns, relative_gain
-from mecca_rllib.policies.rl_module import MECCATorchRLModule
+
+from hand_made import hand_made_episode, tiny_module
 
 SHAPE = (2, 3, 3)
 T = 3
 
 
 def _module():
-    torch.manual_seed(0)
-    return MECCATorchRLModule(
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (3, *SHAPE), np.float32),
-        action_space=gym.spaces.MultiDiscrete(np.full(SHAPE, 6)),
-        model_config={"width": 4, "dilations": (1, 1, 1, 1, 1), "conf_dilations": (1,) * 6},
-    )
+    return tiny_module(SHAPE)
 
 
 def _episode(seed, unlabeled=False):
-    rng = np.random.default_rng(seed)
-    label = (rng.random(SHAPE) > 0.5).astype(np.uint8)
-    p = np.full(SHAPE, 0.5, np.float32)
-    obs, actions = [], []
-    for t in range(T + 1):
-        obs.append(np.stack([rng.standard_normal(SHAPE).astype(np.float32), p, np.zeros(SHAPE, np.float32)]))
-        if t < T:
-            a = rng.integers(0, 6, SHAPE).astype(np.uint8)
-            actions.append(a)
-            p = np.clip(p + ACTION_VALUES[a], 0, 1).astype(np.float32)
-    info = {"unlabeled": unlabeled, "dice": 0.0}
-    if not unlabeled:
-        info["label"] = label
-    episode = SingleAgentEpisode(
-        observations=obs, actions=actions, rewards=[0.0] * T, infos=[dict(info) for _ in range(T + 1)],
-        truncated=True, len_lookback_buffer=0,
-    )
-    return episode.to_numpy(), obs, actions, label
+    return hand_made_episode(seed, unlabeled, SHAPE, T)
 
 
 def _batch(episodes):

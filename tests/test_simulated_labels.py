@@ -1,55 +1,33 @@
 """Simulated labels, gradient mask and delta schedule (MECCA.md §5) without a Ray cluster."""
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from ray.rllib.core.columns import Columns
-from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 from mecca_rllib.envs import ACTION_VALUES, InteractiveSegEnv
 from mecca_rllib.policies.connectors import (
     ADVANTAGES, CONF_LOSS_MASK, LOSS_MASK, VALUE_TARGETS, AddMECCATrainColumns,
 )
 from mecca_rllib.policies.returns import discounted_returns, relative_gain
-from mecca_rllib.policies.rl_module import MECCATorchRLModule
 from mecca_rllib.policies.simulated_labels import (
     DeltaSchedule, SimulatedLabelProvider, gradient_mask, simulated_label, simulated_label_agreement,
 )
 
+from hand_made import TINY, hand_made_episode, tiny_module
+
 SHAPE = (2, 3, 3)
 N = int(np.prod(SHAPE))
 T = 3
-TINY = {"width": 4, "dilations": (1, 1, 1, 1, 1), "conf_dilations": (1,) * 6}
 
 
 def _module():
-    torch.manual_seed(0)
-    return MECCATorchRLModule(
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (3, *SHAPE), np.float32),
-        action_space=gym.spaces.MultiDiscrete(np.full(SHAPE, 6)),
-        model_config=dict(TINY),
-    )
+    return tiny_module(SHAPE)
 
 
 def _episode(seed, unlabeled):
     """A hand-made complete episode of T random actions on a random volume."""
-    rng = np.random.default_rng(seed)
-    label = (rng.random(SHAPE) > 0.5).astype(np.uint8)
-    p = np.full(SHAPE, 0.5, np.float32)
-    obs, actions = [], []
-    for t in range(T + 1):
-        obs.append(np.stack([rng.standard_normal(SHAPE).astype(np.float32), p, np.zeros(SHAPE, np.float32)]))
-        if t < T:
-            actions.append(rng.integers(0, 6, SHAPE).astype(np.uint8))
-            p = np.clip(p + ACTION_VALUES[actions[-1]], 0, 1).astype(np.float32)
-    info = {"unlabeled": unlabeled, "dice": 0.0}
-    if not unlabeled:
-        info["label"] = label
-    episode = SingleAgentEpisode(
-        observations=obs, actions=actions, rewards=[0.0] * T, infos=[dict(info) for _ in range(T + 1)],
-        truncated=True, len_lookback_buffer=0,
-    )
-    return episode.to_numpy(), np.stack(obs), np.stack(actions)
+    episode, obs, actions, _ = hand_made_episode(seed, unlabeled, SHAPE, T)
+    return episode, np.stack(obs), np.stack(actions)
 
 
 # --------------------------------------------------------------- Eqs. 10-11 and the mask
