@@ -36,7 +36,9 @@ from ray.rllib.utils.metrics import (
 from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
 from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
-from mecca_rllib.policies.reward_shaping import Weighting, get_weighting, registered_weightings
+from mecca_rllib.policies.reward_shaping import (
+    Weighting, get_weighting, registered_weightings, weighting_params,
+)
 from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG, MECCATorchRLModule
 from mecca_rllib.policies.simulated_labels import (
     DeltaSchedule,
@@ -181,14 +183,7 @@ class MECCAConfig(AlgorithmConfig):
     @property
     def weighting_params(self) -> dict[str, Any]:
         """Keyword parameters offered to the reward weighting (it takes those it declares)."""
-        return {
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "confidence_form": self.confidence_form,
-            "error_region_lambda": self.error_region_lambda,
-            "focal_gamma": self.focal_gamma,
-            **self.reward_weighting_kwargs,
-        }
+        return weighting_params(self)
 
     def delta_schedule(self) -> DeltaSchedule:
         """The gradient-mask threshold schedule (MECCA.md §5) from ``delta_*`` and the epoch size."""

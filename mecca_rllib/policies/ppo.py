@@ -62,7 +62,7 @@ from mecca_rllib.policies.learner import (
     masked_mean,
     symmetric_confidence_loss,
 )
-from mecca_rllib.policies.reward_shaping import Weighting, get_weighting
+from mecca_rllib.policies.reward_shaping import Weighting, get_weighting, weighting_params
 from mecca_rllib.policies.rl_module import (
     CONF_LOGITS,
     CONF_LOGITS_FLIPPED,
@@ -319,9 +319,7 @@ class VoxelRewardConfigMixin:
 
     @property
     def weighting_params(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "beta": self.beta, "confidence_form": self.confidence_form,
-                "error_region_lambda": self.error_region_lambda, "focal_gamma": self.focal_gamma,
-                **self.reward_weighting_kwargs}
+        return weighting_params(self)
 
     def _weighting(self) -> Weighting:
         name = self.reward_weighting

@@ -95,6 +95,18 @@ def get_weighting(name: str) -> Weighting:
         ) from None
 
 
+# Config attributes every weighting may declare as a keyword parameter (MECCA.md §3).
+WEIGHTING_SETTINGS = ("alpha", "beta", "confidence_form", "error_region_lambda", "focal_gamma")
+
+
+def weighting_params(config: Any) -> dict[str, Any]:
+    """Keyword parameters an algorithm config offers to its reward weighting: the
+    :data:`WEIGHTING_SETTINGS` attributes plus ``config.reward_weighting_kwargs``."""
+    return {name: getattr(config, name) for name in WEIGHTING_SETTINGS} | dict(
+        config.reward_weighting_kwargs
+    )
+
+
 def registered_weightings() -> list[str]:
     """Names of all registered weightings, sorted."""
     return sorted(_REGISTRY)
