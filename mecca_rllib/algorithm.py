@@ -237,6 +237,7 @@ class MECCAConfig(AlgorithmConfig):
             "shape": tuple(int(s) for s in shape) if shape is not None else None,
             # The hint kernel the policy saw in training; sessions draw hints the same way.
             "hint_kernel": int(env_config.get("hint_kernel", ENV_DEFAULTS["hint_kernel"])),
+            "hint_channels": int(env_config.get("hint_channels", ENV_DEFAULTS["hint_channels"])),
         }
 
     def build_learner_connector(self, input_observation_space, input_action_space, device=None):

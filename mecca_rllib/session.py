@@ -31,7 +31,7 @@ import torch
 
 from mecca_rllib.data.nifti import Volume, load_volume, volume_from_array
 from mecca_rllib.data.preprocess import resize_image, zscore
-from mecca_rllib.envs.hints import HintMap
+from mecca_rllib.envs.hints import ClickHints
 from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.envs.spaces import ACTION_TENTHS, ACTION_VALUES
 from mecca_rllib.guide import (
@@ -302,6 +302,7 @@ class _Snapshot:
     tenths: np.ndarray  # int8 (S): p in tenths, exactly on the env's 0.1 grid
     clicks: np.ndarray  # int64 (K, 3) original voxel indices, oldest first
     grid_clicks: np.ndarray  # int64 (K, 3) network voxels
+    foreground: np.ndarray  # bool (K,): the side each click marks (split-hint models)
     step: int = 0
     result: StepResult | None = None
 
@@ -365,7 +366,8 @@ class InteractiveSession:
         self._generator = torch.Generator(device=self.device).manual_seed(int(seed))
         self._action_values = torch.tensor(ACTION_VALUES.tolist(), device=self.device)
         self._action_tenths = torch.tensor(ACTION_TENTHS.tolist(), dtype=torch.int8, device=self.device)
-        self._hints = HintMap(self.shape, self.hint_kernel)
+        self.hint_channels = int(getattr(module, "hint_channels", 1))
+        self._hints = ClickHints(self.shape, self.hint_kernel, self.hint_channels)
         self.timings: list[StepTiming] = []
         self.volume: Volume | None = None
         self._fixed_roi: np.ndarray | None = None
@@ -376,6 +378,7 @@ class InteractiveSession:
         self._snapshots: list[_Snapshot] = []
         self._clicks = np.zeros((0, 3), np.int64)
         self._grid_clicks = np.zeros((0, 3), np.int64)
+        self._foreground = np.zeros(0, bool)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -426,15 +429,28 @@ class InteractiveSession:
         self._fixed_roi = fixed
         self.reset()
 
-    def click(self, points: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
+    def click(
+        self,
+        points: np.ndarray | Sequence[Sequence[float]],
+        foreground: bool | Sequence[bool] | np.ndarray | None = None,
+    ) -> np.ndarray:
         """Add clicks in original voxel coordinates ``(K, 3)`` (rounded to the nearest voxel).
 
+        ``foreground`` (a bool, or one per click) says whether a click marks the object
+        (True) or the background (False). Models trained with ``hint_channels=2`` need it
+        (``ValueError`` otherwise); the paper's one-channel models ignore it.
         The first clicks fix the ROI when none was given (computing the ROI's supervoxels).
         Returns the clicks' network-grid voxels, int ``(K, 3)``. Raises ``ValueError`` naming
         a NaN click, one outside the volume, or one outside the ROI; then nothing is added.
         """
         self._require_volume()
         original = self._check_points(points)
+        if foreground is None and self.hint_channels == 2:
+            raise ValueError(
+                "this model was trained with separate foreground/background hints "
+                "(hint_channels=2): pass foreground=True or False for the clicks"
+            )
+        fg = np.broadcast_to(np.asarray(True if foreground is None else foreground, bool), (len(original),))
         if len(original) == 0:
             return np.zeros((0, 3), np.int64)
         canonical = self.volume.file_index_to_dhw(original)
@@ -448,9 +464,10 @@ class InteractiveSession:
                 "(original voxel [start, stop) per axis); start again with a larger roi"
             )
         grid_points = self._grid.to_network(canonical)
-        self._hints.add(grid_points.astype(np.int32))
+        self._hints.add(grid_points.astype(np.int32), foreground=fg)
         self._clicks = np.concatenate([self._clicks, original])
         self._grid_clicks = np.concatenate([self._grid_clicks, grid_points])
+        self._foreground = np.concatenate([self._foreground, fg])
         return grid_points
 
     def step(self) -> StepResult:
@@ -484,7 +501,8 @@ class InteractiveSession:
             timing=timing, volume=self.volume, **mapped,
         )  # fmt: skip
         self._snapshots.append(
-            _Snapshot(new_tenths, self._clicks.copy(), self._grid_clicks.copy(), last.step + 1, result)
+            _Snapshot(new_tenths, self._clicks.copy(), self._grid_clicks.copy(),
+                      self._foreground.copy(), last.step + 1, result)
         )
         return result
 
@@ -515,11 +533,19 @@ class InteractiveSession:
             tenths=np.full(self.shape, 5, np.int8),  # p = 0.5 everywhere (MECCA.md §1)
             clicks=np.zeros((0, 3), np.int64),
             grid_clicks=np.zeros((0, 3), np.int64),
+            foreground=np.zeros(0, bool),
         )
         self._snapshots = [start]
         self._restore(start)
 
     # ------------------------------------------------------------------ read-only views
+    @property
+    def click_foreground(self) -> np.ndarray:
+        """Per current click, whether it marks foreground: bool ``(K,)``, oldest first
+        (all True for clicks given without a side)."""
+        self._require_volume()
+        return self._foreground.copy()
+
     @property
     def clicks(self) -> np.ndarray:
         """All current clicks, original voxel indices, int ``(K, 3)``, oldest first."""
@@ -572,11 +598,12 @@ class InteractiveSession:
         """Make ``snapshot`` the live state: its clicks, hint map and (maybe) ROI."""
         self._clicks = snapshot.clicks.copy()
         self._grid_clicks = snapshot.grid_clicks.copy()
+        self._foreground = snapshot.foreground.copy()
         if len(self._clicks) == 0 and self._fixed_roi is None:
             self._unset_roi()  # the next first clicks derive the ROI again
         self._hints.reset()
         if len(self._grid_clicks):
-            self._hints.add(self._grid_clicks.astype(np.int32))
+            self._hints.add(self._grid_clicks.astype(np.int32), foreground=self._foreground)
 
     def _load(self, image, spacing, affine, channel) -> Volume:
         if isinstance(image, (str, os.PathLike)):
@@ -640,10 +667,10 @@ class InteractiveSession:
         self._grid, self._image, self._image_t, self._supervoxels = None, None, None, None
 
     def _observation(self, tenths: np.ndarray) -> torch.Tensor:
-        """``(1, 3, S)`` float32 (image, p, hint) in the session's memory format."""
+        """``(1, 2 + C, S)`` float32 (image, p, C hint channels) in the session's memory format."""
         p = torch.from_numpy(tenths).to(self.device).float().div_(10)
         hint = torch.from_numpy(self._hints.values).to(self.device)
-        obs = torch.stack([self._image_t, p, hint])[None]
+        obs = torch.cat([self._image_t[None], p[None], hint])[None]
         return obs.contiguous(memory_format=self.memory_format)
 
     def _choose(self, logits: torch.Tensor) -> torch.Tensor:

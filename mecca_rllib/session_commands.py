@@ -2,7 +2,9 @@
 
 - ``segment``: run a trained policy on one scan with the clicks of a JSON file (a list of
   interaction steps, each a list of ``[i, j, k]`` voxel indices of the file's array as
-  nibabel returns it, or world millimetres with ``--mm``) and write ``segmentation``,
+  nibabel returns it, or world millimetres with ``--mm``; ``{"point": [i, j, k],
+  "foreground": false}`` marks a background click for models trained with
+  ``hint_channels=2``) and write ``segmentation``,
   ``probability``, ``confidence`` and ``advice`` NIfTIs on the input's grid, affine and
   header, ``advice.json`` (where to click next) and ``overlay.png``.
 - ``evaluate``: the paper's protocol (MECCA.md §6): 25 clicks, then 5 per step, T = 5,
@@ -45,12 +47,15 @@ def _check_out(out: str | Path, overwrite: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- clicks
-def read_clicks(path: str | Path, *, world_to_voxel: np.ndarray | None = None) -> list[np.ndarray]:
-    """Clicks JSON -> one float ``(K, 3)`` array of original voxel indices per step.
+def read_clicks(
+    path: str | Path, *, world_to_voxel: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Clicks JSON -> per step, float ``(K, 3)`` original voxel indices and bool ``(K,)`` sides.
 
-    The file holds a list of steps, each a list of points ``[i, j, k]``. With
-    ``world_to_voxel`` (the inverse of the image affine) points are world millimetres.
-    Raises ``ValueError`` naming the file, step and point on malformed content.
+    The file holds a list of steps, each a list of points: ``[i, j, k]`` (a foreground
+    click) or ``{"point": [i, j, k], "foreground": bool}``. With ``world_to_voxel`` (the
+    inverse of the image affine) points are world millimetres. Raises ``ValueError`` naming
+    the file, step and point on malformed content.
     """
     path = Path(path)
     try:
@@ -65,17 +70,27 @@ def read_clicks(path: str | Path, *, world_to_voxel: np.ndarray | None = None) -
     for s, step in enumerate(steps, start=1):
         if not isinstance(step, list):
             raise _UsageError(f"{path}: step {s} is not a list of points")
+        sides, coords = [], []
         for p, point in enumerate(step, start=1):
+            side = True
+            if isinstance(point, dict):
+                side = point.get("foreground", True)
+                if set(point) - {"point", "foreground"} or not isinstance(side, bool):
+                    raise _UsageError(f"{path}: step {s}, point {p}: {point!r} is not "
+                                      '{"point": [i, j, k], "foreground": true|false}')
+                point = point.get("point")
             if (
                 not isinstance(point, list)
                 or len(point) != 3
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)
             ):
                 raise _UsageError(f"{path}: step {s}, point {p}: {point!r} is not three numbers [i, j, k]")
-        points = np.asarray(step, dtype=float).reshape(-1, 3)
+            coords.append(point)
+            sides.append(side)
+        points = np.asarray(coords, dtype=float).reshape(-1, 3)
         if world_to_voxel is not None and len(points):
             points = points @ world_to_voxel[:3, :3].T + world_to_voxel[:3, 3]
-        out.append(points)
+        out.append((points, np.asarray(sides, bool)))
     return out
 
 
@@ -98,9 +113,9 @@ def _segment(args: argparse.Namespace) -> int:
     session.start(image, roi=roi, channel=channel)
     world_to_voxel = np.linalg.inv(session.volume.original_affine) if args.mm else None
     steps = read_clicks(args.clicks, world_to_voxel=world_to_voxel)
-    for s, points in enumerate(steps, start=1):
+    for s, (points, foreground) in enumerate(steps, start=1):
         try:
-            session.click(points)
+            session.click(points, foreground=foreground)
         except ValueError as err:
             unit = "mm -> voxel " if args.mm else ""
             raise _UsageError(f"{args.clicks}: step {s}: {unit}{err}") from None
@@ -338,6 +353,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "initial_clicks": args.initial_clicks, "clicks_per_step": args.clicks_per_step,
         "click_mode": args.click_mode, "seed": args.seed,
         "hint_kernel": training_hint_kernel(module) if args.hint_kernel is None else args.hint_kernel,
+        "hint_channels": module.hint_channels,
     }  # fmt: skip
     advice = _TimedAdvice(make_advice_fn(k=args.k)) if args.guided else None
     n_cases = len(source)
@@ -398,7 +414,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("image", help="input NIfTI (.nii or .nii.gz)")
     p.add_argument("--checkpoint", required=True, help="Algorithm checkpoint or exported module folder")
-    p.add_argument("--clicks", required=True, help="clicks JSON: [[[i, j, k], ...], ...] (one list per step)")
+    p.add_argument("--clicks", required=True, help='clicks JSON: [[[i, j, k], ...], ...] (one list per step); '
+                   '{"point": [i, j, k], "foreground": false} marks a background click')
     p.add_argument("--out", required=True, help="output folder (written atomically)")
     p.add_argument("--mm", action="store_true", help="clicks are world coordinates in mm (affine applied)")
     p.add_argument("--roi", type=int, nargs=6, metavar=("I0", "I1", "J0", "J1", "K0", "K1"),

@@ -14,11 +14,12 @@ TINY_NET = {"width": 4, "dilations": (1, 2, 1, 2, 1), "conf_dilations": (1, 2, 1
 
 @pytest.fixture(scope="session")
 def make_tiny_module() -> Callable[..., torch.nn.Module]:
-    """``make(shape=(8, 16, 16))``: a seeded, randomly initialised MECCA module of width 4."""
+    """``make(shape=(8, 16, 16), **model_config)``: a seeded, randomly initialised MECCA
+    module of width 4 (``model_config`` overrides, e.g. ``hint_channels=2``)."""
 
-    def make(shape: tuple[int, int, int] = (8, 16, 16)):
+    def make(shape: tuple[int, int, int] = (8, 16, 16), **model_config):
         torch.manual_seed(0)
-        return build_module({"shape": tuple(shape), **TINY_NET})
+        return build_module({"shape": tuple(shape), **TINY_NET, **model_config})
 
     return make
 

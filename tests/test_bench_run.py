@@ -11,7 +11,7 @@ from mecca_rllib.bench.budget import Budget
 from mecca_rllib.bench.methods import TrainSettings, method_names, select_methods
 from mecca_rllib.bench.protocol import Protocol
 from mecca_rllib.bench.report import load_results
-from mecca_rllib.bench.run import FULL, QUICK, run_bench
+from mecca_rllib.bench.run import FULL, QUICK, SMALL, run_bench
 
 SCHEDULE = ClickSchedule(steps=3, initial_clicks=4, clicks_per_step=2, hint_kernel=3)
 
@@ -42,6 +42,12 @@ def test_cli_options_reach_the_benchmark(monkeypatch, tmp_path):
     config = run_cli(monkeypatch, "--budget", "5000steps", "--shape", "12x24x24")
     assert config.budget == Budget("env_steps", 5000) and config.shape == (12, 24, 24)
     assert config.protocol == FULL.protocol and config.dataset == "phantoms"
+    config = run_cli(monkeypatch, "--small", "--repeats", "3")
+    assert config.budget == Budget("env_steps", 2000) and config.shape == SMALL.shape
+    assert config.settings.lr == SMALL.settings.lr and config.protocol.repeats == 3
+    assert config.protocol.schedule == SMALL.protocol.schedule  # the small hint kernel is kept
+    with pytest.raises(ValueError, match="--quick and --small"):
+        run_cli(monkeypatch, "--quick", "--small")
 
 
 @pytest.mark.parametrize("argv", [["--repeats", "0"], ["--shape", "16x32"]])

@@ -294,3 +294,24 @@ def test_augmentation_transforms_image_and_label_together():
         np.testing.assert_allclose(np.sort(obs[0][info["label"] == 1]),
                                    np.sort(raw_image[raw_label == 1]), rtol=1e-5)
     assert changed > 0
+
+
+def test_split_hint_channels_separate_foreground_and_background_clicks():
+    """hint_channels=2: channel 2 peaks at foreground clicks, channel 3 at background ones."""
+    env = make(hint_channels=2)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (4, 8, 16, 16) and env.observation_space.contains(obs)
+    assert "hint_fg" in repr(env.observation_space)
+    # p = 0.5 everywhere -> everything predicted background -> every first click is foreground
+    label = info["label"]
+    assert label[tuple(info["clicks"].T)].all()
+    assert np.all(obs[2][tuple(info["clicks"].T)] == 1.0) and obs[3].max() == 0.0
+    # all +0.4: every background voxel becomes wrong, so later edge clicks mark background
+    obs, *_, info = env.step(np.full(env.shape, 5, np.uint8))
+    new = info["clicks"][5:]
+    assert len(new) == 3 and not label[tuple(new.T)].any()
+    assert np.all(obs[3][tuple(new.T)] == 1.0)
+    single, _ = make().reset(seed=3)  # the one-channel map is the maximum of the two
+    np.testing.assert_array_equal(single[2], env.reset(seed=3)[0][2:].max(axis=0))
+    with pytest.raises(ValueError, match="hint_channels"):
+        make(hint_channels=3)

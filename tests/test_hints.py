@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mecca_rllib.envs.hints import HintMap, gaussian_kernel
+from mecca_rllib.envs.hints import ClickHints, HintMap, gaussian_kernel
 
 
 def _dense_hint(shape, clicks, kernel, sigma):
@@ -68,3 +68,19 @@ def test_rejects_points_outside_volume_and_bad_kernels():
         hints.add(np.array([[0.5, 0, 0]]))
     with pytest.raises(ValueError, match="kernel"):
         HintMap((4, 4, 4), kernel=0)
+
+
+def test_click_hints_route_clicks_by_side_and_need_the_side_when_split():
+    pts = np.array([[1, 1, 1], [6, 12, 12]])
+    one = ClickHints((8, 16, 16), kernel=2, channels=1)
+    one.add(pts)  # the side is irrelevant with one channel
+    assert one.values.shape == (1, 8, 16, 16) and one.values[0][1, 1, 1] == 1.0
+    two = ClickHints((8, 16, 16), kernel=2, channels=2)
+    two.add(pts, foreground=np.array([True, False]))
+    assert two.values[0][1, 1, 1] == 1.0 and two.values[0][6, 12, 12] < 1.0
+    assert two.values[1][6, 12, 12] == 1.0 and two.values[1][1, 1, 1] < 1.0
+    np.testing.assert_array_equal(two.values.max(axis=0), one.values[0])
+    with pytest.raises(ValueError, match="foreground"):
+        two.add(pts)
+    two.reset()
+    assert not two.values.any()

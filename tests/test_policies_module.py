@@ -147,3 +147,19 @@ def test_masked_mean_ignores_masked_entries_and_handles_empty_mask():
     assert empty.item() == 0.0
     empty.backward()  # still differentiable (unused parameters under DDP otherwise)
     assert torch.equal(x.grad, torch.zeros(1, 3))
+
+
+def test_split_hint_module_reads_four_channels_and_round_trips(tmp_path, make_tiny_module):
+    """hint_channels=2 (image, p, fg hint, bg hint): both nets read 4 channels, the export
+    records it, and a mismatch between config and observations is a clear error."""
+    from mecca_rllib.policies.checkpoints import load_rl_module, save_module
+
+    m = make_tiny_module(SHAPE, hint_channels=2)
+    assert m.hint_channels == 2 and m.trunk[0][0].in_channels == 4
+    obs = torch.rand(1, 4, *SHAPE, generator=torch.Generator().manual_seed(1))
+    assert m.confidence(obs, torch.full((1, *SHAPE), 0.1)).shape == (1, *SHAPE)
+    back = load_rl_module(save_module(m, tmp_path / "split"))
+    assert back.hint_channels == 2
+    torch.testing.assert_close(back.policy_logits(obs), m.policy_logits(obs))
+    with pytest.raises(ValueError, match="hint_channels"):
+        make_module(hint_channels=2)  # a 3-channel observation space

@@ -188,13 +188,19 @@ def test_output_folder_is_atomic(tmp_path, scan, exported, monkeypatch, capsys):
     assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, "advice.json", "overlay.png"])
 
 
-def test_read_clicks_converts_world_mm():
+def test_read_clicks_converts_world_mm_and_reads_click_sides():
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_clicks(Path(tmp) / "c.json", [[[10.0, 20.0, 30.0]], []])
+        path = write_clicks(Path(tmp) / "c.json", [
+            [[10.0, 20.0, 30.0], {"point": [2.0, 4.0, 5.0], "foreground": False}], []])
         affine = np.diag([2.0, 4.0, 5.0, 1.0])
         affine[:3, 3] = [2, 4, 5]
         steps = session_commands.read_clicks(path, world_to_voxel=np.linalg.inv(affine))
-    np.testing.assert_allclose(steps[0], [[4, 4, 5]])
-    assert steps[1].shape == (0, 3)
+        (points, sides), (empty, no_sides) = steps
+        np.testing.assert_allclose(points, [[4, 4, 5], [0, 0, 0]])
+        assert sides.tolist() == [True, False]
+        assert empty.shape == (0, 3) and no_sides.shape == (0,)
+        bad = write_clicks(Path(tmp) / "bad.json", [[{"point": [1, 2, 3], "foreground": "no"}]])
+        with pytest.raises(ValueError, match="step 1, point 1"):
+            session_commands.read_clicks(bad)

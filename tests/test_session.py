@@ -314,3 +314,32 @@ def test_session_draws_hints_with_the_kernel_the_module_was_trained_with(make_ti
     assert InteractiveSession(module, hint_kernel=5).hint_kernel == 5
     module.model_config = {k: v for k, v in module.model_config.items() if k != "hint_kernel"}
     assert InteractiveSession(module).hint_kernel == 8  # unrecorded: the paper's kernel
+
+
+def test_split_hint_model_needs_the_click_side_and_keeps_it_through_undo(make_tiny_module):
+    module = make_tiny_module(NET_SHAPE, hint_channels=2)
+    seen = []
+    original = module.policy_logits
+
+    def spy(obs):
+        seen.append(obs.clone())
+        return original(obs)
+
+    module.policy_logits = spy
+    image = np.random.default_rng(2).normal(size=NET_SHAPE).astype(np.float32)
+    session = InteractiveSession(module)
+    session.start(image, roi=[[0, 8], [0, 12], [0, 16]])
+    with pytest.raises(ValueError, match="foreground"):
+        session.click([[1, 1, 1]])
+    session.click([[1, 1, 1]], foreground=True)
+    session.click([[6, 10, 14]], foreground=False)
+    session.step()
+    obs = seen[-1][0]
+    assert obs.shape == (4, *NET_SHAPE)
+    assert obs[2, 1, 1, 1] == 1.0 and obs[3, 1, 1, 1] < 1.0
+    assert obs[3, 6, 10, 14] == 1.0 and obs[2, 6, 10, 14] < 1.0
+    session.click([[4, 4, 4]], foreground=True)
+    session.step()
+    session.undo()
+    session.step()
+    torch.testing.assert_close(seen[-1][0, 2:], obs[2:])  # the sides survive undo

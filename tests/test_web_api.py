@@ -474,3 +474,22 @@ def test_segmentation_export_keeps_the_file_header(client, scan):
     assert nifti.get_data_dtype() == np.uint8
     assert nifti.header.get_qform(coded=True)[1] == source.header.get_qform(coded=True)[1]
     assert io.BytesIO(client.get(f"/api/sessions/{sid}/export").content).read(2) == b"\x1f\x8b"
+
+
+def test_background_clicks_reach_a_split_hint_model_and_survive_undo(tmp_path, make_tiny_module, data_dir):
+    """A model trained with hint_channels=2 gets each click's side (shift-click in the page
+    sends foreground=false); undoing a step gives its clicks back with their sides."""
+    from mecca_rllib.policies.checkpoints import save_module
+
+    split = save_module(make_tiny_module(NET_SHAPE, hint_channels=2), tmp_path / "split")
+    with TestClient(create_app(split, data_dir), base_url=BASE) as c:
+        sid = new_session(c)
+        load(c, sid)
+        click(c, sid, FIRST_CLICKS[0])
+        state = ok(c.post(f"/api/sessions/{sid}/clicks",
+                          json={"voxel": list(FIRST_CLICKS[1]), "foreground": False}))
+        assert state["split_hints"] and state["pending_foreground"] == [True, False]
+        state = step(c, sid)
+        assert state["clicks_foreground"] == [True, False] and state["pending_foreground"] == []
+        state = ok(c.post(f"/api/sessions/{sid}/undo"))
+        assert state["pending_foreground"] == [True, False] and state["clicks_foreground"] == []

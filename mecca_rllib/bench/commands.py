@@ -1,6 +1,7 @@
 """``mecca bench``: train MECCA and its baselines under one budget and write the report.
 
-    mecca bench --quick                       # smoke check, about 15 minutes on 2 CPU cores
+    mecca bench --quick                       # smoke check, under 20 minutes on 2 CPU cores
+    mecca bench --small --methods P-Net,DeepIGeoS,InterCNN,IteR-MRL,MECCA   # the committed CPU run
     mecca bench --dataset atlas --out bench_atlas
     mecca bench --dataset /data/Task09_Spleen --budget 2h --repeats 5
 
@@ -42,9 +43,11 @@ def _main(args: argparse.Namespace) -> int:
     import torch
 
     from mecca_rllib.bench.budget import parse_budget
-    from mecca_rllib.bench.run import FULL, QUICK, run_bench
+    from mecca_rllib.bench.run import FULL, QUICK, SMALL, run_bench
 
-    config = QUICK if args.quick else FULL
+    if args.quick and args.small:
+        raise ValueError("choose one of --quick and --small")
+    config = QUICK if args.quick else SMALL if args.small else FULL
     changes: dict = {"dataset": args.dataset, "out": Path(args.out)}
     if args.shape:
         changes["shape"] = args.shape
@@ -77,7 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="benchmark MECCA against its baselines and write a report",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="smoke check: 16x32x32 phantoms, 90 s of training per method")
+                   help="smoke check: 10x20x20 phantoms, 90 s of training per method")
+    p.add_argument("--small", action="store_true",
+                   help="CPU-sized full protocol: 10x20x20, 2000 env steps per method")
     p.add_argument("--out", default="bench_out", help="output folder (default: ./bench_out)")
     p.add_argument("--dataset", default="phantoms",
                    help="phantoms (default), atlas (MNI152 + Harvard-Oxford) or a dataset folder")
@@ -85,9 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="test repeats with different click seeds (default 5)")
     p.add_argument("--budget", default=None,
                    help="training budget per method: 90s, 10min, 1h or 5000steps "
-                        "(default: 90s with --quick, else 1h)")
+                        "(default: 90s with --quick, 2000steps with --small, else 1h)")
     p.add_argument("--shape", type=_shape, default=None,
-                   help="volume shape D x H x W (default 16x32x32 with --quick, else 30x55x55)")
+                   help="volume shape D x H x W (default 10x20x20 with --quick/--small, else 30x55x55)")
     p.add_argument("--methods", default=None,
                    help="comma-separated subset, e.g. P-Net,MECCA (default: all)")
     p.add_argument("--max-cases", type=_positive_int, default=None,

@@ -19,10 +19,11 @@ from typing import Any
 from mecca_rllib.bench.budget import Budget
 from mecca_rllib.bench.datasets import open_bench_data
 from mecca_rllib.bench.methods import TrainSettings, select_methods
+from mecca_rllib.baselines.interaction import ClickSchedule
 from mecca_rllib.bench.protocol import MethodResult, Protocol, evaluate_method
 from mecca_rllib.bench.report import write_report
 
-__all__ = ["BenchConfig", "FULL", "QUICK", "run_bench"]
+__all__ = ["BenchConfig", "FULL", "QUICK", "SMALL", "run_bench"]
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,30 @@ class BenchConfig:
 #: The paper's setting (MECCA.md §6): 55x55x30, lr 1e-4, one hour of training per method.
 FULL = BenchConfig(title="MECCA benchmark (full)")
 
-#: A smoke check for 2 CPU cores, about 15 minutes end to end.
+#: Network and training settings of the CPU-sized runs: the ``mecca train --config demo``
+#: preset's (10x20x20 volumes, dilations fitting the volume, lr 3e-3, one episode per
+#: RLlib iteration, a small entropy bonus), which let the RL methods learn in minutes.
+_CPU_SIZED = dict(
+    shape=(10, 20, 20),
+    settings=TrainSettings(
+        dilations=(1, 2, 4, 2, 1), conf_dilations=(1, 2, 4, 2, 1, 1), lr=3e-3,
+        rl_batch_env_steps=5, entropy_coeff=0.01, schedule=ClickSchedule(hint_kernel=4),
+    ),
+    protocol=Protocol(schedule=ClickSchedule(hint_kernel=4)),
+)
+
+#: A smoke check for 2 CPU cores, under 20 minutes end to end (RL methods barely trained).
 QUICK = BenchConfig(
-    shape=(16, 32, 32), num_train=32, num_test=8, budget=Budget("seconds", 90.0),
-    settings=TrainSettings(lr=1e-3, rl_batch_env_steps=10), title="MECCA benchmark (quick)",
+    num_train=32, num_test=8, budget=Budget("seconds", 90.0), title="MECCA benchmark (quick)",
+    **_CPU_SIZED,
+)
+
+#: The committed CPU run (benchmarks/results/): the full protocol at the demo's size, every
+#: method 2,000 environment steps (400 episodes), about 20 minutes per dataset on 2 cores
+#: for MECCA, IteR-MRL and the supervised baselines.
+SMALL = BenchConfig(
+    num_train=64, num_test=16, budget=Budget("env_steps", 2000), title="MECCA benchmark (small, CPU)",
+    **_CPU_SIZED,
 )
 
 

@@ -1,4 +1,4 @@
-"""Incremental Gaussian hint map (MECCA.md §1: one channel, a 3D Gaussian per click, max).
+"""Incremental Gaussian hint maps (MECCA.md §1: one channel, a 3D Gaussian per click, max).
 
 Each click contributes ``exp(-|x - c|^2 / (2 sigma^2))`` (exactly 1.0 at the clicked voxel
 ``c``) inside a cubic window of ``kernel + 1`` voxels centred on it (``kernel // 2`` voxels
@@ -6,6 +6,10 @@ each side, so an 8-voxel kernel spans 9 voxels and is symmetric). The default
 ``sigma = kernel / 4`` (2 voxels for the paper's kernel of 8) puts the window edge at two
 standard deviations (value ``exp(-2) ~ 0.14`` along an axis). Clicks combine by maximum, and
 adding clicks only touches their windows, never the whole volume.
+
+:class:`ClickHints` holds the hint channels of an observation: the paper's one map of all
+clicks, or (``channels=2``, MECCA.md §1's option) one map of foreground clicks and one of
+background clicks, so that the policy can tell "this should be object" from "this should not".
 """
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ import numpy as np
 
 from mecca_rllib.envs.simulated_user import validate_points
 
-__all__ = ["gaussian_kernel", "HintMap"]
+__all__ = ["HINT_CHANNELS", "gaussian_kernel", "ClickHints", "HintMap"]
+
+#: Allowed numbers of hint channels: 1 (all clicks, the paper) or 2 (foreground, background).
+HINT_CHANNELS = (1, 2)
 
 
 def gaussian_kernel(kernel: int, sigma: float | None = None) -> np.ndarray:
@@ -77,3 +84,52 @@ class HintMap:
             dst = tuple(slice(max(0, a), min(n, a + size)) for a, n in zip(lo, self.shape))
             window = self.values[dst]
             np.maximum(window, self.kernel[src], out=window)
+
+
+class ClickHints:
+    """The hint channels of an observation, float32 ``(C, D, H, W)`` in [0, 1].
+
+    ``channels=1``: one map of every click (MECCA.md §1). ``channels=2``: channel 0 maps
+    foreground clicks (the clicked voxel belongs to the object), channel 1 background clicks.
+    ``out`` may be a preallocated float32 ``(C, D, H, W)`` array (e.g. the hint channels of an
+    observation buffer), written in place.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        kernel: int = 8,
+        channels: int = 1,
+        sigma: float | None = None,
+        out: np.ndarray | None = None,
+    ) -> None:
+        if channels not in HINT_CHANNELS:
+            raise ValueError(f"hint_channels must be one of {HINT_CHANNELS}, got {channels!r}")
+        self.channels = int(channels)
+        if out is None:
+            out = np.zeros((self.channels, *shape), np.float32)
+        elif out.shape[:1] != (self.channels,):
+            raise ValueError(f"hint buffer must have {self.channels} channel(s), got shape {out.shape}")
+        self.values = out
+        self.maps = [HintMap(shape, kernel, sigma, out=out[i]) for i in range(self.channels)]
+
+    def reset(self) -> None:
+        """Remove all clicks (zero every channel)."""
+        for m in self.maps:
+            m.reset()
+
+    def add(self, points: np.ndarray, foreground: np.ndarray | bool | None = None) -> None:
+        """Add clicks ``(K, 3)`` ``(d, h, w)``; ``foreground`` (bool or bool ``(K,)``) says which
+        side each click marks. Required with two channels; ignored with one."""
+        if self.channels == 1:
+            self.maps[0].add(points)
+            return
+        if foreground is None:
+            raise ValueError(
+                "this model uses separate foreground/background hint channels: "
+                "say for every click whether it marks foreground"
+            )
+        points = np.asarray(points).reshape(-1, 3)
+        fg = np.broadcast_to(np.asarray(foreground, dtype=bool), (len(points),))
+        self.maps[0].add(points[fg])
+        self.maps[1].add(points[~fg])

@@ -6,7 +6,9 @@ map. Each step applies one action per voxel, ``p <- clip(p + ACTION_VALUES[a], 0
 scores it, and (except after the last step) the user adds ``clicks_per_step`` clicks where
 the new segmentation ``p > 0.5`` is wrong. After T steps the episode is truncated.
 
-Observation: ``(3, D, H, W)`` float32 = (image, p, hint). Action: ``(D, H, W)`` integers in
+Observation: ``(3, D, H, W)`` float32 = (image, p, hint); with ``hint_channels=2``
+``(4, D, H, W)`` = (image, p, foreground-click hint, background-click hint), the click's side
+read from the label at the clicked voxel (MECCA.md §1's option). Action: ``(D, H, W)`` integers in
 ``[0, 6)`` (any integer dtype). Reward: the voxel mean of the cross-entropy gain
 ``chi(p_t) - chi(p_{t+1})`` (MECCA.md §3, eps = 1e-6) for labeled volumes; for unlabeled
 volumes the label never leaves the env and the scalar reward is 0.0 (the learner computes
@@ -30,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from mecca_rllib.data import DataError, VolumeSource, augment, open_source
-from mecca_rllib.envs.hints import HintMap
+from mecca_rllib.envs.hints import HINT_CHANNELS, ClickHints
 from mecca_rllib.envs.simulated_user import CLICK_MODES, SimulatedUser
 from mecca_rllib.envs.spaces import ACTION_TENTHS, ACTION_VALUES, VoxelActions, VoxelObservations
 
@@ -44,6 +46,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "clicks_per_step": 5,
     "click_mode": "edge",
     "hint_kernel": 8,
+    "hint_channels": 1,
     "labeled_fraction": 1.0,
     "labeled_episode_ratio": None,
     "augment": False,
@@ -81,6 +84,8 @@ def _config(config: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> d
         if isinstance(value, bool) or int(value) != value or value < low:
             raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
         cfg[key] = int(value)
+    if cfg["hint_channels"] not in HINT_CHANNELS:
+        raise ValueError(f"hint_channels must be one of {HINT_CHANNELS}, got {cfg['hint_channels']!r}")
     if cfg["click_mode"] not in CLICK_MODES:
         raise ValueError(f"click_mode must be one of {CLICK_MODES}, got {cfg['click_mode']!r}")
     if not 0.0 <= float(cfg["labeled_fraction"]) <= 1.0:
@@ -132,11 +137,12 @@ class InteractiveSegEnv(gym.Env):
         if len(self.source) == 0:
             raise DataError(cfg["dataset"], "no usable case")
         self.shape: tuple[int, int, int] = tuple(int(s) for s in self.source.shape)
-        self.observation_space = VoxelObservations(self.shape)
+        channels = int(cfg["hint_channels"])
+        self.observation_space = VoxelObservations(self.shape, hint_channels=channels)
         self.action_space = VoxelActions(self.shape)
 
-        self._obs = np.zeros((3, *self.shape), np.float32)  # image, p, hint (views below)
-        self._hints = HintMap(self.shape, cfg["hint_kernel"], out=self._obs[2])
+        self._obs = np.zeros((2 + channels, *self.shape), np.float32)  # image, p, hint(s)
+        self._hints = ClickHints(self.shape, cfg["hint_kernel"], channels, out=self._obs[2:])
         self._user = SimulatedUser(cfg["click_mode"])
         self._tenths = np.full(self.shape, 5, np.int8)  # p in tenths
         self._slot_base = np.zeros(self.shape, np.int16)  # 11 * label
@@ -258,12 +264,12 @@ class InteractiveSegEnv(gym.Env):
         """Add clicks placed by someone else (e.g. a real user): int ``(K, 3)`` ``(d, h, w)``.
 
         Validated (``ValueError`` naming a point outside the volume) and drawn into the
-        hint map; the returned int32 points are part of ``info["clicks"]`` from now on.
+        hint map (with ``hint_channels=2``, the channel of the clicked voxel's true class); the returned int32 points are part of ``info["clicks"]`` from now on.
         """
         if self._step < 0:
             raise RuntimeError("call reset() before add_clicks()")
         points = self._user.record(points)
-        self._hints.add(points)
+        self._hints.add(points, foreground=self._label[tuple(points.T)] > 0)
         return points
 
     # ------------------------------------------------------------------ internals
@@ -343,7 +349,7 @@ class InteractiveSegEnv(gym.Env):
             return
         pred = self._tenths > 5
         points = self._user.click(pred, n, self._user_rng, advice=self._advice)
-        self._hints.add(points)
+        self._hints.add(points, foreground=self._label[tuple(points.T)] > 0)
 
     def _info(self, dice: float) -> dict[str, Any]:
         info: dict[str, Any] = {

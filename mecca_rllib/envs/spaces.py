@@ -4,10 +4,14 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["ACTION_VALUES", "ACTION_TENTHS", "CHANNELS", "VoxelActions", "VoxelObservations"]
+__all__ = [
+    "ACTION_VALUES", "ACTION_TENTHS", "CHANNELS", "SPLIT_CHANNELS", "VoxelActions", "VoxelObservations",
+]
 
-#: Observation channels, in order.
+#: Observation channels, in order (one hint channel, the paper's).
 CHANNELS = ("image", "p", "hint")
+#: Observation channels with separate foreground/background click hints (``hint_channels=2``).
+SPLIT_CHANNELS = ("image", "p", "hint_fg", "hint_bg")
 
 #: Probability change of action index k (MECCA.md §1, §3.1: zero is deliberately absent).
 ACTION_VALUES = np.array([-0.4, -0.2, -0.1, 0.1, 0.2, 0.4], np.float32)
@@ -46,17 +50,24 @@ class VoxelActions(spaces.MultiDiscrete):
 
 
 class VoxelObservations(spaces.Box):
-    """``Box`` of shape ``(3, D, H, W)`` float32 with a short repr.
+    """``Box`` of shape ``(2 + hint_channels, D, H, W)`` float32 with a short repr.
 
-    Channels: z-scored image (unbounded), probability p in [0, 1], hint in [0, 1].
+    Channels: z-scored image (unbounded), probability p in [0, 1], then the hint channel(s)
+    in [0, 1] (:data:`CHANNELS`, or :data:`SPLIT_CHANNELS` with ``hint_channels=2``).
     """
 
-    def __init__(self, shape: tuple[int, int, int], seed: int | np.random.Generator | None = None):
-        full = (len(CHANNELS), *tuple(shape))
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        seed: int | np.random.Generator | None = None,
+        hint_channels: int = 1,
+    ):
+        self.channel_names = CHANNELS if hint_channels == 1 else SPLIT_CHANNELS
+        full = (len(self.channel_names), *tuple(shape))
         low = np.zeros(full, np.float32)
         high = np.ones(full, np.float32)
         low[0], high[0] = -np.inf, np.inf
         super().__init__(low=low, high=high, dtype=np.float32, seed=seed)
 
     def __repr__(self) -> str:
-        return f"VoxelObservations({'/'.join(CHANNELS)}, shape={self.shape})"
+        return f"VoxelObservations({'/'.join(self.channel_names)}, shape={self.shape})"

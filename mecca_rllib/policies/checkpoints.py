@@ -41,7 +41,9 @@ def build_module(model_config: dict[str, Any], shape: tuple[int, int, int] | Non
     shape = tuple(int(s) for s in (shape or cfg.get("shape") or (30, 55, 55)))
     cfg["shape"] = shape
     return MECCATorchRLModule(
-        observation_space=gym.spaces.Box(-np.inf, np.inf, (3, *shape), np.float32),
+        observation_space=gym.spaces.Box(
+            -np.inf, np.inf, (2 + int(cfg["hint_channels"]), *shape), np.float32
+        ),
         action_space=gym.spaces.MultiDiscrete(np.full(shape, 6)),
         inference_only=False,
         model_config=cfg,
@@ -51,7 +53,7 @@ def build_module(model_config: dict[str, Any], shape: tuple[int, int, int] | Non
 def _module_config(module: MECCATorchRLModule) -> dict[str, Any]:
     cfg = module.resolved_model_config()
     out = {k: cfg[k] for k in DEFAULT_MODEL_CONFIG}
-    for key in ("dilations", "conf_dilations", "shape"):
+    for key in ("dilations", "conf_dilations", "shape"):  # tuples -> JSON lists
         if out[key] is not None:
             out[key] = [int(v) for v in out[key]]
     return out

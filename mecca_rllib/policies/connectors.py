@@ -47,7 +47,7 @@ class EpisodeLabels:
 
 
 LabelProvider = Callable[..., "EpisodeLabels | None"]
-"""``provider(episode, *, observations (T+1, 3, D, H, W), action_values (T, N),
+"""``provider(episode, *, observations (T+1, C, D, H, W), action_values (T, N),
 module) -> EpisodeLabels | None`` (None: the episode trains nothing)."""
 
 
@@ -59,8 +59,9 @@ def labels_from_infos(episode: Any, *, observations: torch.Tensor, **_: Any) -> 
     if info.get("unlabeled", False) or label is None:
         return None
     t = observations.shape[0] - 1
-    flat = torch.as_tensor(np.asarray(label).reshape(1, -1), device=observations.device)
-    flat = flat.to(torch.float32).expand(t, -1)
+    # float32 copy of the (read-only) label: one voxel row, shared by the T steps
+    flat = torch.as_tensor(np.asarray(label, np.float32).reshape(1, -1), device=observations.device)
+    flat = flat.expand(t, -1)
     return EpisodeLabels(label=flat, mask=torch.ones_like(flat))
 
 

@@ -67,9 +67,9 @@ class Head(nn.Module):
 
 
 class ConfidenceNet(nn.Module):
-    """Action-confidence network C(s, a) (MECCA.md §2): six blocks on 4 channels.
+    """Action-confidence network C(s, a) (MECCA.md §2): six blocks on the state + action map.
 
-    Input: observation ``(B, 3, D, H, W)`` and action-value map ``(B, D, H, W)`` in
+    Input: observation ``(B, C, D, H, W)`` and action-value map ``(B, D, H, W)`` in
     probability units (e.g. +0.2). Output: confidence *logits* ``(B, D, H, W)``;
     ``sigmoid(logits)`` is the confidence in (0, 1) that the action moves p toward the truth.
     """

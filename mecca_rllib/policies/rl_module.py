@@ -10,7 +10,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.apis import InferenceOnlyAPI, ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 
-from mecca_rllib.envs import ACTION_VALUES
+from mecca_rllib.envs import ACTION_VALUES, HINT_CHANNELS
 from mecca_rllib.policies.distribution import VoxelCategorical
 from mecca_rllib.policies.networks import (
     NUM_ACTIONS,
@@ -31,6 +31,8 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "dropout": 0.0,
     "shape": None,
     "sample_in_module": True,
+    "hint_kernel": None,  # the env's hint kernel in training (None: unrecorded, 8 assumed)
+    "hint_channels": 1,  # the env's hint channels: 1 (paper) or 2 (foreground, background)
 }
 
 
@@ -40,30 +42,40 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     ``model_config``: ``width`` (16), ``dilations`` (5 values: trunk 3 + heads 2),
     ``conf_dilations`` (6 values), ``dropout`` (0.0), ``shape`` (training volume shape
-    (D, H, W), recorded for inference), ``sample_in_module`` (True: exploration/inference
+    (D, H, W), recorded for inference), ``hint_kernel`` and ``hint_channels`` (the env's,
+    recorded for inference), ``sample_in_module`` (True: exploration/inference
     return uint8 ``Columns.ACTIONS`` only, no logits stored in episodes; False: return
     ``Columns.ACTION_DIST_INPUTS`` for PPO-style algorithms). Observations are
-    ``(B, 3, D, H, W)`` (image, p, hint); the module is fully convolutional.
+    ``(B, 3, D, H, W)`` (image, p, hint), or ``(B, 4, D, H, W)`` with the env's
+    ``hint_channels=2`` (:attr:`hint_channels`); the module is fully convolutional.
     The inference-only copy (env runners) drops the value head and the confidence net.
     """
 
     def setup(self) -> None:
         cfg = self.resolved_model_config()
+        in_channels = 3
         if isinstance(self.observation_space, gym.spaces.Box) and self.observation_space.shape:
             in_channels = self.observation_space.shape[0]
-            if in_channels != 3:
+            if in_channels - 2 not in HINT_CHANNELS:
                 raise ValueError(
-                    f"MECCATorchRLModule expects observations (3, D, H, W), got space shape "
+                    "MECCATorchRLModule expects observations (3, D, H, W) or, with "
+                    "hint_channels=2, (4, D, H, W); got space shape "
                     f"{self.observation_space.shape}"
                 )
+        self.hint_channels = in_channels - 2
+        if int(cfg["hint_channels"]) != self.hint_channels:
+            raise ValueError(
+                f"model_config['hint_channels'] = {cfg['hint_channels']} but the observations "
+                f"have {self.hint_channels} hint channel(s) (space {self.observation_space.shape})"
+            )
         dilations = tuple(int(d) for d in cfg["dilations"])
         if len(dilations) != 5:
             raise ValueError(f"model_config['dilations'] must have 5 values, got {dilations}")
         width, dropout = int(cfg["width"]), float(cfg["dropout"])
-        self.trunk = dilated_stack(3, width, dilations[:3], dropout)
+        self.trunk = dilated_stack(in_channels, width, dilations[:3], dropout)
         self.policy_head = Head(width, NUM_ACTIONS, dilations[3:], dropout)
         self.value_head = Head(width, 1, dilations[3:], dropout)
-        self.confidence_net = ConfidenceNet(3, width, cfg["conf_dilations"], dropout)
+        self.confidence_net = ConfidenceNet(in_channels, width, cfg["conf_dilations"], dropout)
         xavier_init(self)
         self.register_buffer(
             "action_value_table", torch.tensor(np.asarray(ACTION_VALUES), dtype=torch.float32), persistent=False

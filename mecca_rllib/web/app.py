@@ -12,7 +12,7 @@ Endpoints (``{sid}``: the session id the page gets from ``POST /api/sessions``):
     POST   /api/sessions/{sid}/reference  raw NIfTI label bytes (?name=)
     GET    /api/sessions/{sid}/image      uint8 (D, H, W) windowed image
     GET    /api/sessions/{sid}/reference  uint8 (D, H, W) reference label
-    POST   /api/sessions/{sid}/clicks     {"voxel": [d, h, w]}
+    POST   /api/sessions/{sid}/clicks     {"voxel": [d, h, w], "foreground": true}
     POST   /api/sessions/{sid}/undo
     POST   /api/sessions/{sid}/step       {"user_ms": float | null}
     GET    /api/sessions/{sid}/maps       uint8 (4, d, h, w): p, confidence, advice, seg in the ROI box
@@ -65,6 +65,7 @@ class CaseBody(BaseModel):
 
 class ClickBody(BaseModel):
     voxel: tuple[int, int, int]
+    foreground: bool = True  # the side the click marks (split-hint models; shift-click: False)
 
 
 class StepBody(BaseModel):
@@ -211,7 +212,7 @@ def create_app(
     @app.post("/api/sessions/{sid}/clicks")
     def click(sid: str, body: ClickBody) -> dict[str, Any]:
         ws = store.get(sid)
-        ws.click(body.voxel)
+        ws.click(body.voxel, body.foreground)
         return ws.state()
 
     @app.post("/api/sessions/{sid}/undo")

@@ -108,6 +108,7 @@ class Workspace:
         self.lock = threading.RLock()
         self._loaded: _Loaded | None = None
         self._pending: list[tuple[int, int, int]] = []  # canonical voxels, oldest first
+        self._pending_fg: list[bool] = []  # per pending click: marks foreground (True) or not
         self._history: list[StepRecord] = []
 
     # ------------------------------------------------------------------ loading
@@ -150,7 +151,7 @@ class Workspace:
                          display=display_uint8(volume.array), reference=ref,
                          reference_name=None if reference is None else reference.name)
         with self.lock:  # swap in only when everything loaded
-            self._loaded, self._pending, self._history = loaded, [], []
+            self._loaded, self._pending, self._pending_fg, self._history = loaded, [], [], []
 
     def _check_size(self, path: Path, name: str) -> None:
         """Refuse a volume larger than ``max_voxels`` from its header, before reading data."""
@@ -163,8 +164,9 @@ class Workspace:
                                   f"{self.max_voxels} voxels, the server's limit")
 
     # ------------------------------------------------------------------ interaction
-    def click(self, voxel: tuple[int, int, int] | list[int]) -> None:
-        """Add a pending click at a canonical voxel ``(d, h, w)``."""
+    def click(self, voxel: tuple[int, int, int] | list[int], foreground: bool = True) -> None:
+        """Add a pending click at a canonical voxel ``(d, h, w)``; ``foreground``: the side it
+        marks (used by models trained with separate foreground/background hints)."""
         with self.lock:
             loaded = self._require()
             point = np.asarray(voxel)
@@ -179,6 +181,7 @@ class Workspace:
                     f"voxel {point.tolist()} lies outside the region of interest {box} "
                     "(dashed box); undo back to the start to choose a new region")
             self._pending.append(tuple(int(v) for v in point))
+            self._pending_fg.append(bool(foreground))
 
     def undo(self) -> None:
         """Remove the last pending click, or else the last step (its clicks become pending)."""
@@ -187,13 +190,15 @@ class Workspace:
             session = loaded.session
             if self._pending:
                 self._pending.pop()
+                self._pending_fg.pop()
                 return
             if session.steps_done == 0:
                 raise WorkspaceError("nothing to undo")
-            before = session.clicks
+            before, before_fg = session.clicks, session.click_foreground
             session.undo()
             restored = before[len(session.clicks):]
             self._pending = [tuple(int(v) for v in p) for p in session.volume.file_index_to_dhw(restored)]
+            self._pending_fg = before_fg[len(session.clicks):].tolist()
             del self._history[session.steps_done:]
 
     def step(self, user_ms: float | None = None) -> StepRecord:
@@ -215,7 +220,8 @@ class Workspace:
             try:
                 with self.model_lock:
                     if self._pending:
-                        session.click(session.volume.dhw_to_file_index(np.array(self._pending)))
+                        session.click(session.volume.dhw_to_file_index(np.array(self._pending)),
+                                      foreground=np.array(self._pending_fg))
                     result = session.step()
                 record = StepRecord(
                     step=result.step, clicks=len(self._pending),
@@ -230,7 +236,7 @@ class Workspace:
                 else:
                     session.discard_clicks()
                 raise
-            self._pending = []
+            self._pending, self._pending_fg = [], []
             self._history.append(record)
             return record
 
@@ -254,6 +260,9 @@ class Workspace:
                 "reference": loaded.reference_name if loaded.reference is not None else None,
                 "clicks": used,
                 "pending": [list(p) for p in self._pending],
+                "clicks_foreground": session.click_foreground.tolist(),
+                "pending_foreground": list(self._pending_fg),
+                "split_hints": session.hint_channels == 2,
                 "roi": None if grid is None else grid.box.tolist(),
                 "steps_done": session.steps_done,
                 "result": self._result_state(session.result),

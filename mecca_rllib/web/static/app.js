@@ -17,7 +17,7 @@
   ];
   const COLOR = {
     seg: "#3ddc84", advice: "#ff9f1c", ref: "#e056fd", roi: "#4cc9f0",
-    click: "#4cc9f0", cross: "rgba(255,255,255,0.22)", text: "rgba(255,255,255,0.55)",
+    click: "#4cc9f0", bgClick: "#f8961e", cross: "rgba(255,255,255,0.22)", text: "rgba(255,255,255,0.55)",
   };
   const PROB_RGB = [40, 140, 255];
   const ADVICE_RGB = [255, 159, 28];
@@ -295,18 +295,19 @@
 
   function drawClicks(ctx, V, geo, s, dpr) {
     const st = ui.st;
-    const groups = [[st.clicks, false], [st.pending, true]];
+    const groups = [[st.clicks, false, st.clicks_foreground], [st.pending, true, st.pending_foreground]];
     const radius = Math.max(3.5 * dpr, Math.min(geo.pw, geo.ph) * 0.45);
     ctx.save();
     ctx.lineWidth = 1.6 * dpr;
-    for (const [points, fresh] of groups) {
-      for (const p of points) {
+    for (const [points, fresh, sides] of groups) {
+      for (const [j, p] of points.entries()) {
         if (p[V.fixed] !== s) continue;
+        const color = st.split_hints && sides && sides[j] === false ? COLOR.bgClick : COLOR.click;
         const X = screenX(V, geo, p[V.h]), Y = screenY(V, geo, p[V.v]);
         ctx.beginPath();
         ctx.arc(X, Y, radius, 0, 2 * Math.PI);
-        ctx.fillStyle = fresh ? COLOR.click : "rgba(0,0,0,0.35)";
-        ctx.strokeStyle = fresh ? "#ffffff" : COLOR.click;
+        ctx.fillStyle = fresh ? color : "rgba(0,0,0,0.35)";
+        ctx.strokeStyle = fresh ? "#ffffff" : color;
         ctx.fill();
         ctx.stroke();
       }
@@ -443,8 +444,8 @@
       showMessage(kind === "image" ? `${file.name} loaded` : `${file.name}: reference label for Dice`);
       if (kind === "image") markShown();
     },
-    async click(voxel) {
-      const st = await api("POST", sessionPath("clicks"), { voxel });
+    async click(voxel, foreground) {
+      const st = await api("POST", sessionPath("clicks"), { voxel, foreground });
       ui.st = st;
       renderPanels();
       renderAll();
@@ -497,7 +498,7 @@
       view.canvas.addEventListener("click", (event) => {
         if (ui.busy || !(ui.st && ui.st.loaded)) return;
         const voxel = voxelAt(i, event);
-        if (voxel) run(() => actions.click(voxel));
+        if (voxel) run(() => actions.click(voxel, !event.shiftKey));  // shift: background
       });
       view.canvas.addEventListener("wheel", (event) => {
         if (!ui.image) return;
