@@ -37,7 +37,12 @@ from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
 from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
 from mecca_rllib.policies.reward_shaping import (
-    Weighting, get_weighting, registered_weightings, weighting_params,
+    REWARD_DEFAULTS,
+    Weighting,
+    get_weighting,
+    registered_weightings,
+    set_provided,
+    weighting_params,
 )
 from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG, MECCATorchRLModule
 from mecca_rllib.policies.simulated_labels import (
@@ -78,15 +83,9 @@ class MECCAConfig(AlgorithmConfig):
         self.num_env_runners = 0
         self.env_runner_cls = MECCAEnvRunner
         # MECCA-specific (see `training()`).
-        self.alpha = 0.8
-        self.beta = 1.0
+        set_provided(self, REWARD_DEFAULTS, NotProvided)
         self.reward_weighting = "confidence"
-        self.confidence_form = "focal"
-        self.error_region_lambda = 1.0
-        self.focal_gamma = 2.0
         self.reward_weighting_kwargs: dict[str, Any] = {}
-        self.voxel_mean_reward = False
-        self.confidence_lr = 1e-4
         self.entropy_coeff = 0.0
         self.vf_loss_coeff = 0.5
         self.gae_lambda: float | None = None
@@ -160,7 +159,7 @@ class MECCAConfig(AlgorithmConfig):
                 monitoring only, never trained on). 0 turns it off.
         """
         super().training(**kwargs)
-        for name, value in dict(
+        set_provided(self, dict(
             alpha=alpha, beta=beta, reward_weighting=reward_weighting,
             confidence_form=confidence_form, error_region_lambda=error_region_lambda,
             focal_gamma=focal_gamma, voxel_mean_reward=voxel_mean_reward,
@@ -169,9 +168,7 @@ class MECCAConfig(AlgorithmConfig):
             simulated_labels=simulated_labels, delta_start=delta_start, delta_growth=delta_growth,
             delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
-        ).items():
-            if value is not NotProvided:
-                setattr(self, name, value)
+        ), NotProvided)
         if reward_weighting is not NotProvided and reward_weighting in registered_weightings():
             # Resolve now (driver side) so weightings registered in the user's process reach
             # remote Learner actors with the pickled config.

@@ -450,7 +450,11 @@ class InteractiveSession:
                 "this model was trained with separate foreground/background hints "
                 "(hint_channels=2): pass foreground=True or False for the clicks"
             )
-        fg = np.broadcast_to(np.asarray(True if foreground is None else foreground, bool), (len(original),))
+        fg = np.asarray(True if foreground is None else foreground, bool)
+        if fg.ndim > 1 or fg.size not in (1, len(original)):
+            raise ValueError(f"foreground must be one bool or one per click ({len(original)}), "
+                             f"got shape {fg.shape}")
+        fg = np.broadcast_to(fg.reshape(-1), (len(original),))
         if len(original) == 0:
             return np.zeros((0, 3), np.int64)
         canonical = self.volume.file_index_to_dhw(original)

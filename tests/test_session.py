@@ -331,6 +331,8 @@ def test_split_hint_model_needs_the_click_side_and_keeps_it_through_undo(make_ti
     session.start(image, roi=[[0, 8], [0, 12], [0, 16]])
     with pytest.raises(ValueError, match="foreground"):
         session.click([[1, 1, 1]])
+    with pytest.raises(ValueError, match="one per click"):
+        session.click([[1, 1, 1], [2, 2, 2]], foreground=[True, False, True])
     session.click([[1, 1, 1]], foreground=True)
     session.click([[6, 10, 14]], foreground=False)
     session.step()

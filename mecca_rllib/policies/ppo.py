@@ -62,7 +62,13 @@ from mecca_rllib.policies.learner import (
     masked_mean,
     symmetric_confidence_loss,
 )
-from mecca_rllib.policies.reward_shaping import Weighting, get_weighting, weighting_params
+from mecca_rllib.policies.reward_shaping import (
+    REWARD_DEFAULTS,
+    Weighting,
+    get_weighting,
+    set_provided,
+    weighting_params,
+)
 from mecca_rllib.policies.rl_module import (
     CONF_LOGITS,
     CONF_LOGITS_FLIPPED,
@@ -261,14 +267,8 @@ class VoxelRewardConfigMixin:
         self.num_env_runners = 0
         self.self_adaptive_reward = False
         self.reward_weighting: str | None = None  # None: "confidence" if self-adaptive else "none"
-        self.alpha = 0.8
-        self.beta = 1.0
-        self.confidence_form = "focal"
-        self.error_region_lambda = 1.0
-        self.focal_gamma = 2.0
+        set_provided(self, REWARD_DEFAULTS, NotProvided)
         self.reward_weighting_kwargs: dict[str, Any] = {}
-        self.voxel_mean_reward = False
-        self.confidence_lr = 1e-4
         self.normalize_advantages = True
         self.label_provider: LabelProvider | None = None
 
@@ -303,16 +303,13 @@ class VoxelRewardConfigMixin:
                 voxels of each minibatch.
         """
         super().training(**kwargs)
-        values = dict(
+        set_provided(self, dict(
             self_adaptive_reward=self_adaptive_reward, reward_weighting=reward_weighting,
             alpha=alpha, beta=beta, confidence_form=confidence_form,
             error_region_lambda=error_region_lambda, focal_gamma=focal_gamma,
             voxel_mean_reward=voxel_mean_reward, confidence_lr=confidence_lr,
             normalize_advantages=normalize_advantages, label_provider=label_provider,
-        )
-        for name, value in values.items():
-            if value is not NotProvided:
-                setattr(self, name, value)
+        ), NotProvided)
         if reward_weighting_kwargs is not NotProvided:
             self.reward_weighting_kwargs = dict(reward_weighting_kwargs)
         return self

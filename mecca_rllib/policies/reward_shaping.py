@@ -99,6 +99,22 @@ def get_weighting(name: str) -> Weighting:
 WEIGHTING_SETTINGS = ("alpha", "beta", "confidence_form", "error_region_lambda", "focal_gamma")
 
 
+#: Defaults of the reward settings shared by ``MECCAConfig`` and the PPO/APPO configs
+#: (MECCA.md §3 and §6: alpha 0.8, beta 1; the confidence net's Adam lr 1e-4).
+REWARD_DEFAULTS: dict[str, Any] = {
+    "alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "error_region_lambda": 1.0,
+    "focal_gamma": 2.0, "voxel_mean_reward": False, "confidence_lr": 1e-4,
+}
+
+
+def set_provided(config: Any, values: Mapping[str, Any], unset: Any) -> None:
+    """``setattr(config, name, value)`` for every value that is not ``unset`` (RLlib's
+    ``NotProvided``): the body of an ``AlgorithmConfig.training()`` override."""
+    for name, value in values.items():
+        if value is not unset:
+            setattr(config, name, value)
+
+
 def weighting_params(config: Any) -> dict[str, Any]:
     """Keyword parameters an algorithm config offers to its reward weighting: the
     :data:`WEIGHTING_SETTINGS` attributes plus ``config.reward_weighting_kwargs``."""
