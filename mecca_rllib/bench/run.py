@@ -137,6 +137,7 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
     is running already.
     """
     started = time.perf_counter()
+    commit = _commit()  # the code this run imports, before anyone commits during the run
     specs = select_methods(list(config.methods) if config.methods else None)
     data = open_bench_data(config.dataset, config.shape, seed=config.settings.seed,
                            num_train=config.num_train, num_test=config.num_test,
@@ -177,7 +178,7 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
     meta = {
         "title": f"{config.title}: {data.name}",
         "command": command or "(library call)",
-        "commit": _commit(),
+        "commit": commit,
         "machine": _machine(),
         "dataset": data.description,
         **config.describe(),
