@@ -1,6 +1,6 @@
 """``mecca bench``: train MECCA and its baselines under one budget and write the report.
 
-    mecca bench --quick                       # smoke check, under 20 minutes on 2 CPU cores
+    mecca bench --quick                       # smoke check, about 12 minutes on 2 CPU cores
     mecca bench --small --methods P-Net,DeepIGeoS,InterCNN,IteR-MRL,MECCA   # the committed CPU run
     mecca bench --dataset atlas --out bench_atlas
     mecca bench --dataset /data/Task09_Spleen --budget 2h --repeats 5

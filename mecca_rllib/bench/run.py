@@ -94,15 +94,15 @@ _CPU_SIZED = dict(
     protocol=Protocol(schedule=ClickSchedule(hint_kernel=4)),
 )
 
-#: A smoke check for 2 CPU cores, under 20 minutes end to end (RL methods barely trained).
+#: A smoke check for 2 CPU cores, about 12 minutes end to end (RL methods barely trained).
 QUICK = BenchConfig(
     num_train=32, num_test=8, budget=Budget("seconds", 90.0), title="MECCA benchmark (quick)",
     **_CPU_SIZED,
 )
 
 #: The committed CPU run (benchmarks/results/): the full protocol at the demo's size, every
-#: method 2,000 environment steps (400 episodes), about 20 minutes per dataset on 2 cores
-#: for MECCA, IteR-MRL and the supervised baselines.
+#: method 2,000 environment steps (400 episodes); about 32 minutes per dataset on a shared
+#: 2-core machine for MECCA, IteR-MRL and the supervised baselines.
 SMALL = BenchConfig(
     num_train=64, num_test=16, budget=Budget("env_steps", 2000), title="MECCA benchmark (small, CPU)",
     **_CPU_SIZED,
