@@ -269,7 +269,7 @@ class InteractiveSegEnv(gym.Env):
         if self._step < 0:
             raise RuntimeError("call reset() before add_clicks()")
         points = self._user.record(points)
-        self._hints.add(points, foreground=self._label[tuple(points.T)] > 0)
+        self._draw_clicks(points)
         return points
 
     # ------------------------------------------------------------------ internals
@@ -349,6 +349,11 @@ class InteractiveSegEnv(gym.Env):
             return
         pred = self._tenths > 5
         points = self._user.click(pred, n, self._user_rng, advice=self._advice)
+        self._draw_clicks(points)
+
+    def _draw_clicks(self, points: np.ndarray) -> None:
+        """Draw clicks ``(K, 3)`` into the hint map(s); a click's side is the true class of
+        its voxel (used with ``hint_channels=2``)."""
         self._hints.add(points, foreground=self._label[tuple(points.T)] > 0)
 
     def _info(self, dice: float) -> dict[str, Any]:
