@@ -12,12 +12,14 @@
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.learner.learner import ENTROPY_KEY
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
@@ -35,6 +37,7 @@ from ray.rllib.utils.metrics import (
 
 from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
+from mecca_rllib.policies.diagnostics import collapse_reason
 from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
 from mecca_rllib.policies.reward_shaping import (
     REWARD_DEFAULTS,
@@ -51,16 +54,38 @@ from mecca_rllib.policies.simulated_labels import (
     simulated_label_agreement,
 )
 
+logger = logging.getLogger(__name__)
+
 MECCA_RESULTS = "mecca"  # result key of MECCA's own metrics (per-step Dice of sampled episodes)
 EPISODES_TRAINED = "episodes_trained_lifetime"  # under MECCA_RESULTS: episodes given to learners
+COLLAPSED = "collapsed"  # under MECCA_RESULTS: 1.0 when the policy looks collapsed (diagnostics.py)
+COLLAPSE_WARNING_INTERVAL = 50  # iterations between two collapse warnings in the log
 
 
 class MECCAEnvRunner(SingleAgentEnvRunner):
-    """``SingleAgentEnvRunner`` that applies ``config.seed`` to its envs once only.
+    """``SingleAgentEnvRunner`` that applies ``config.seed`` to its envs once only and gives
+    each sub-env of ``num_envs_per_env_runner`` its own RNG streams.
 
     In ``complete_episodes`` mode RLlib resets (and would re-seed) the envs at every
     ``sample()`` call; with a fixed seed every episode would then replay the same case.
     """
+
+    def make_env(self) -> None:
+        """Build the (vector) env and make sub-env i slot i of ``num_envs``: the sub-envs
+        share one case order and take turns along it (``InteractiveSegEnv.set_vector_slot``)."""
+        super().make_env()
+        subs = getattr(self.env.unwrapped, "envs", None)
+        if subs is None:
+            raise ValueError("MECCA needs env_runners(gym_env_vectorize_mode='SYNC') (the default)")
+        for i, sub in enumerate(subs):
+            sub.unwrapped.set_vector_slot(i, self.num_envs)
+
+    def _try_env_reset(self, *, seed=None, options=None):
+        # One seed for every sub-env (gymnasium would give sub-env i seed + i): the shared
+        # case order needs the same seed everywhere; streams differ by the slot.
+        if seed is not None and self.num_envs > 1:
+            seed = [int(seed)] * self.num_envs
+        return super()._try_env_reset(seed=seed, options=options)
 
     def _reset_envs(self, episodes, shared_data, explore):
         super()._reset_envs(episodes, shared_data, explore)
@@ -86,8 +111,12 @@ class MECCAConfig(AlgorithmConfig):
         set_provided(self, REWARD_DEFAULTS, NotProvided)
         self.reward_weighting = "confidence"
         self.reward_weighting_kwargs: dict[str, Any] = {}
-        self.entropy_coeff = 0.0
+        self.entropy_coeff: float | list = 0.0
         self.vf_loss_coeff = 0.5
+        self.normalize_advantages = False
+        self.class_balanced = False
+        self.oracle_coeff: float | list = 0.0
+        self.one_forward = True
         self.gae_lambda: float | None = None
         self.label_provider: LabelProvider | None = None
         self.weighting: Weighting | None = None  # resolved `reward_weighting`
@@ -112,8 +141,12 @@ class MECCAConfig(AlgorithmConfig):
         reward_weighting_kwargs: Mapping[str, Any] = NotProvided,
         voxel_mean_reward: bool = NotProvided,
         confidence_lr: float = NotProvided,
-        entropy_coeff: float = NotProvided,
+        entropy_coeff: float | list = NotProvided,
         vf_loss_coeff: float = NotProvided,
+        normalize_advantages: bool = NotProvided,
+        class_balanced: bool = NotProvided,
+        oracle_coeff: float | list = NotProvided,
+        one_forward: bool = NotProvided,
         gae_lambda: float | None = NotProvided,
         label_provider: LabelProvider | None = NotProvided,
         simulated_labels: bool = NotProvided,
@@ -138,8 +171,22 @@ class MECCAConfig(AlgorithmConfig):
             reward_weighting_kwargs: extra keyword parameters for the weighting.
             voxel_mean_reward: replace each voxel's reward by the volume mean (paper option).
             confidence_lr: learning rate of the confidence network's own optimizer.
-            entropy_coeff: weight of the per-voxel entropy bonus.
+            entropy_coeff: weight of the per-voxel entropy bonus; a float or a schedule
+                ``[[env_steps, value], ...]`` (linear in between).
             vf_loss_coeff: weight of the per-voxel value loss (V - R)^2.
+            normalize_advantages: scale the per-voxel advantages of each update to zero
+                mean and unit std over its masked voxels.
+            class_balanced: weigh each volume's target and background voxels equally in
+                the policy (and oracle) loss; the weights come from the labels the rewards
+                use (simulated ones for unlabeled volumes).
+            oracle_coeff: weight of an auxiliary cross-entropy pulling the policy toward the
+                oracle action (+0.4 on target voxels, -0.4 elsewhere) on the states it
+                visits (a DAgger-style warm start); a float or a schedule like
+                ``entropy_coeff``, e.g. ``[[0, 1.0], [20000, 0.0]]``. 0 (default): the
+                paper's A2C only.
+            one_forward: True (default): rewards, returns and advantages come from the
+                learner's train forward (values and confidence detached); False: from a
+                separate no-grad forward in the learner connector (slower, the same numbers).
             gae_lambda: None for plain returns with A = R - V; else GAE lambda.
             label_provider: per-episode targets hook (default: simulated labels, see
                 below, or the env's ``info["label"]`` only; ``policies.connectors.LabelProvider``).
@@ -164,7 +211,8 @@ class MECCAConfig(AlgorithmConfig):
             confidence_form=confidence_form, error_region_lambda=error_region_lambda,
             focal_gamma=focal_gamma, voxel_mean_reward=voxel_mean_reward,
             confidence_lr=confidence_lr, entropy_coeff=entropy_coeff,
-            vf_loss_coeff=vf_loss_coeff, gae_lambda=gae_lambda, label_provider=label_provider,
+            vf_loss_coeff=vf_loss_coeff, normalize_advantages=normalize_advantages, class_balanced=class_balanced,
+            oracle_coeff=oracle_coeff, one_forward=one_forward, gae_lambda=gae_lambda, label_provider=label_provider,
             simulated_labels=simulated_labels, delta_start=delta_start, delta_growth=delta_growth,
             delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
@@ -214,6 +262,17 @@ class MECCAConfig(AlgorithmConfig):
             self.delta_schedule()
         except ValueError as err:
             self._value_error(str(err))
+        for name in ("entropy_coeff", "oracle_coeff"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                if not value or any(len(v) != 2 for v in value) or value[0][0] != 0:
+                    self._value_error(f"{name} schedule must be [[0, v0], [t1, v1], ...], got {value!r}")
+            elif float(value) < 0:
+                self._value_error(f"{name} must be >= 0, got {value}")
+        if self.minibatch_size and int(self.minibatch_size) % int((self.env_config or {}).get(
+                "steps", ENV_DEFAULTS["steps"])):
+            self._value_error("MECCA's minibatch_size must be a multiple of the episode length "
+                              f"(env_config['steps']): returns need whole episodes, got {self.minibatch_size}")
         if int(self.agreement_episodes) < 0 or int(self.agreement_interval) < 1:
             self._value_error("agreement_episodes must be >= 0 and agreement_interval >= 1, got "
                               f"{self.agreement_episodes}, {self.agreement_interval}")
@@ -251,6 +310,7 @@ class MECCAConfig(AlgorithmConfig):
                 weighting_params=self.weighting_params,
                 voxel_mean_reward=self.voxel_mean_reward,
                 label_provider=self._resolved_label_provider(),
+                module_terms="loss" if self.one_forward else "connector",
             )
         )
         return pipeline
@@ -310,6 +370,7 @@ class MECCA(Algorithm):
                 **kwargs,
             )
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        self._check_collapse(set(learner_results[0].keys()) - {ALL_MODULES})
         self._log_label_stats(episodes, trained_before)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(
@@ -317,6 +378,26 @@ class MECCA(Algorithm):
                 policies=set(learner_results[0].keys()) - {ALL_MODULES},
                 inference_only=True,
             )
+
+    def _check_collapse(self, module_ids: set[str]) -> None:
+        """``mecca/collapsed`` (0/1) and a log warning when the policy ends (almost) all
+        background or all foreground, or its entropy is near zero (issue 14's "see it")."""
+        last = int((self.config.env_config or {}).get("steps", ENV_DEFAULTS["steps"])) - 1
+        reasons = []
+        for module_id in sorted(module_ids):
+            share = self.metrics.peek((LEARNER_RESULTS, module_id, f"step{last}/foreground_share"), default=None)
+            entropy = self.metrics.peek((LEARNER_RESULTS, module_id, ENTROPY_KEY), default=None)
+            if share is not None and entropy is not None:
+                reason = collapse_reason(float(share), float(entropy))
+                if reason:
+                    reasons.append(f"{module_id}: {reason}")
+        self.metrics.log_value((MECCA_RESULTS, COLLAPSED), float(bool(reasons)), window=1)
+        last_warned = getattr(self, "_collapse_warned_at", None)
+        if reasons and (last_warned is None or self.iteration - last_warned >= COLLAPSE_WARNING_INTERVAL):
+            self._collapse_warned_at = self.iteration
+            logger.warning("MECCA policy collapse at iteration %d (%s); try a larger entropy_coeff, "
+                           "oracle_coeff > 0 or a lower lr (README: learning quality)",
+                           self.iteration, "; ".join(reasons))
 
     def _log_label_stats(self, episodes: list, trained_before: int) -> None:
         """Labeled/unlabeled episode counts, epoch and delta of this update (MECCA.md §5);

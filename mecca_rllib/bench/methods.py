@@ -10,7 +10,7 @@ Focal-/Err- variants, MECCA.md §3-4) train through RLlib (``MECCAConfig``) in-p
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,10 @@ class TrainSettings:
         lr: learning rate of every network (Adam).
         schedule: the simulated user's click schedule.
         rl_batch_env_steps: env steps sampled per RLlib training iteration.
+        rl_envs: volumes the env runner steps together (``num_envs_per_env_runner``).
         entropy_coeff: RL entropy bonus.
+        rl_training: further ``MECCAConfig.training`` keywords of the RL methods (e.g.
+            ``oracle_coeff``), the same for every RL method.
         seed: seeds all training.
         device: ``"cpu"`` or ``"cuda"`` for the networks being trained (RL: the learner).
     """
@@ -51,7 +54,9 @@ class TrainSettings:
     lr: float = 1e-4
     schedule: ClickSchedule = field(default_factory=ClickSchedule)
     rl_batch_env_steps: int = 40
+    rl_envs: int = 1
     entropy_coeff: float = 0.0
+    rl_training: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
 
@@ -110,8 +115,9 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
         .rl_module(model_config=settings.model_config())
         .training(reward_weighting=weighting, lr=settings.lr, confidence_lr=settings.lr,
                   entropy_coeff=settings.entropy_coeff,
-                  train_batch_size_per_learner=settings.rl_batch_env_steps)
-        .env_runners(num_env_runners=0)
+                  train_batch_size_per_learner=settings.rl_batch_env_steps,
+                  **dict(settings.rl_training))
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=settings.rl_envs)
         .learners(num_learners=0, num_gpus_per_learner=int(settings.device.startswith("cuda")))
         .debugging(seed=settings.seed)
     )

@@ -75,7 +75,8 @@ class BenchConfig:
                          f"(root seed {p.seed})"),
             "settings": (f"volumes {'x'.join(map(str, self.shape))}, P-Net width {s.width}, "
                          f"dilations {list(s.dilations)}, Adam lr {s.lr:g}, RLlib batch "
-                         f"{s.rl_batch_env_steps} env steps, seed {s.seed}"),
+                         f"{s.rl_batch_env_steps} env steps ({s.rl_envs} volumes per env step), "
+                         f"RL options {dict(s.rl_training) or 'none'}, seed {s.seed}"),
         }
 
 

@@ -151,6 +151,7 @@ class InteractiveSegEnv(gym.Env):
         self._case = ""
         self._advice: np.ndarray | None = None
         self._step = -1  # -1: needs reset
+        self._slot = (0, 1)  # (index, count) inside a vector env
         self._seed_streams(cfg["seed"])
 
     # ---------------------------------------------------------------- gymnasium API
@@ -272,17 +273,35 @@ class InteractiveSegEnv(gym.Env):
         self._draw_clicks(points)
         return points
 
+    def set_vector_slot(self, index: int, count: int) -> None:
+        """Make this env sub-env ``index`` of ``count`` in a vector env (``MECCAEnvRunner``
+        calls it: RLlib builds every sub-env from one ``EnvContext``).
+
+        The sub-envs then share one seeded case order and take turns along it (sub-env i
+        serves positions i, i + count, ...), so they draw different cases whenever there
+        are at least ``count`` cases; their augmentation and click streams are their own.
+        Re-seeds the streams with the config's seed.
+        """
+        if not 0 <= int(index) < int(count):
+            raise ValueError(f"vector slot {index} outside [0, {count})")
+        self._slot = (int(index), int(count))
+        self._stream_key = (self._stream_key[0], int(index))
+        self._seed_streams(self.config["seed"])
+
     # ------------------------------------------------------------------ internals
 
     def _seed_streams(self, seed: int | None) -> None:
         root = np.random.SeedSequence(seed, spawn_key=self._stream_key)
         order, data, user = (np.random.default_rng(s) for s in root.spawn(3))
+        if self._slot[0] > 0:  # sub-envs of one vector env share sub-env 0's case order
+            shared = np.random.SeedSequence(seed, spawn_key=(self._stream_key[0], 0))
+            order = np.random.default_rng(shared.spawn(1)[0])
         self._order_rng, self._data_rng, self._user_rng = order, data, user
         self._order: np.ndarray = np.zeros(0, np.int64)
-        self._cursor = 0
+        self._cursor = self._slot[0]  # position in the concatenated per-pass permutations
         # labeled_episode_ratio: per-group permutations and a running labeled-episode credit
         self._group_order = {True: np.zeros(0, np.int64), False: np.zeros(0, np.int64)}
-        self._group_cursor = {True: 0, False: 0}
+        self._group_cursor = {True: self._slot[0], False: self._slot[0]}
         ratio = float(self.config["labeled_episode_ratio"] or 0.0)
         self._labeled_credit = 1.0 - ratio if ratio > 0 else 0.0  # the first episode is labeled
 
@@ -298,11 +317,12 @@ class InteractiveSegEnv(gym.Env):
             return int(case)
         if self.config["labeled_episode_ratio"] is not None:
             return self._next_interleaved(float(self.config["labeled_episode_ratio"]))
-        if self._cursor >= len(self._order):  # a new pass over the cases
+        while self._cursor >= len(self._order):  # a new pass over the cases
+            self._cursor -= len(self._order)
             self._order = self._order_rng.permutation(len(self.source))
-            self._cursor = 0
-        self._cursor += 1
-        return int(self._order[self._cursor - 1])
+        case = int(self._order[self._cursor])
+        self._cursor += self._slot[1]  # a vector env's sub-envs take turns (set_vector_slot)
+        return case
 
     def _next_interleaved(self, ratio: float) -> int:
         """Next case of the labeled/unlabeled interleaving (MECCA.md §5, Algorithm 1).
@@ -318,11 +338,12 @@ class InteractiveSegEnv(gym.Env):
         else:
             want = bool(labeled.any())
         members = np.flatnonzero(labeled == want)
-        if self._group_cursor[want] >= len(self._group_order[want]):  # a new pass over the group
+        while self._group_cursor[want] >= len(self._group_order[want]):  # a new pass over the group
+            self._group_cursor[want] -= len(self._group_order[want])
             self._group_order[want] = members[self._order_rng.permutation(len(members))]
-            self._group_cursor[want] = 0
-        self._group_cursor[want] += 1
-        return int(self._group_order[want][self._group_cursor[want] - 1])
+        case = int(self._group_order[want][self._group_cursor[want]])
+        self._group_cursor[want] += self._slot[1]  # sub-envs take turns (set_vector_slot)
+        return case
 
     def _check_action(self, action: Any) -> np.ndarray:
         action = np.asarray(action)

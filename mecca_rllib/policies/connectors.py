@@ -2,9 +2,17 @@
 
 Placed last in the learner pipeline (after batching and ``NumpyToTensor``), it reads the
 complete episodes the batch came from: the p channel of consecutive observations and the
-label from the episode's infos (through a *label provider*), calls the module without
-gradients for the action confidence and the value map, and adds per-voxel ``(B, N)``
-columns, ``N = D * H * W``:
+label from the episode's infos (through a *label provider*), and adds per-voxel ``(B, N)``
+columns, ``N = D * H * W``. Rewards, returns and advantages need the module's values (and,
+for the confidence weighting, its confidence); two placements:
+
+- ``module_terms="connector"`` (PPO/APPO, whose advantages stay fixed over epochs): the
+  connector runs the module without gradients and adds the columns below;
+- ``module_terms="loss"`` (MECCA's A2C, one forward per update): the connector adds the
+  reward inputs (``p_next``, ``reward_labels``, ``episode_id``, ``episode_step``) and the
+  learner computes the same columns with :func:`shaped_targets` from its own train forward.
+
+Columns:
 
 - ``advantages``, ``value_targets``: discounted (gamma) returns over the remaining steps of
   the episode, or GAE, of the shaped rewards (MECCA.md §3, Eqs. 3-5, 8-9);
@@ -34,6 +42,11 @@ VALUE_TARGETS = Postprocessing.VALUE_TARGETS  # (B, N)
 CONF_TARGETS = "conf_targets"  # (B, N) in {0, 1}
 LOSS_MASK = "voxel_loss_mask"  # (B, N) in [0, 1]; not RLlib's per-row Columns.LOSS_MASK
 CONF_LOSS_MASK = "conf_loss_mask"  # (B, N) in [0, 1]: voxels training the confidence net
+P_NEXT = "p_next"  # (B, N): p after the row's action (the next observation's p channel)
+REWARD_LABELS = "reward_labels"  # (B, N): the targets rewards are computed against
+EPISODE_ID = "episode_id"  # (B,) int64: rows of one episode share it (contiguous)
+EPISODE_STEP = "episode_step"  # (B,) int64: interaction step of the row, 0 = first action
+MODULE_TERMS = ("connector", "loss")
 
 
 @dataclass
@@ -66,7 +79,7 @@ def labels_from_infos(episode: Any, *, observations: torch.Tensor, **_: Any) -> 
 
 
 class AddMECCATrainColumns(ConnectorV2):
-    """Adds ``advantages``, ``value_targets``, ``conf_targets`` and ``voxel_loss_mask`` ``(B, N)``.
+    """Adds MECCA's per-voxel ``(B, N)`` columns (see the module docstring).
 
     Requires complete episodes (``batch_mode="complete_episodes"``) and a batch already
     converted to tensors, rows in episode order (RLlib's default learner pipeline).
@@ -84,18 +97,23 @@ class AddMECCATrainColumns(ConnectorV2):
         voxel_mean_reward: bool = False,
         label_provider: LabelProvider | None = None,
         eps: float = EPS,
+        module_terms: str = "connector",
         **kwargs,
     ) -> None:
         super().__init__(input_observation_space, input_action_space, **kwargs)
-        self.gamma = float(gamma)
-        self.gae_lambda = gae_lambda
-        self.weighting = (
-            reward_weighting if isinstance(reward_weighting, Weighting) else get_weighting(reward_weighting)
-        )
-        self.weighting_params = dict(weighting_params or {})
-        self.voxel_mean_reward = voxel_mean_reward
+        if module_terms not in MODULE_TERMS:
+            raise ValueError(f"module_terms must be one of {MODULE_TERMS}, got {module_terms!r}")
+        self.shaping = RewardShaping(
+            gamma=float(gamma), gae_lambda=gae_lambda,
+            weighting=reward_weighting if isinstance(reward_weighting, Weighting) else get_weighting(reward_weighting),
+            params=dict(weighting_params or {}), voxel_mean_reward=voxel_mean_reward, eps=eps,
+        )  # fmt: skip
         self.label_provider = label_provider or labels_from_infos
-        self.eps = eps
+        self.module_terms = module_terms
+
+    @property
+    def weighting(self) -> Weighting:
+        return self.shaping.weighting
 
     def __call__(self, *, rl_module, batch, episodes, metrics=None, **kwargs):
         episodes = list(self.single_agent_episode_iterator(episodes, agents_that_stepped_only=False))
@@ -112,7 +130,7 @@ class AddMECCATrainColumns(ConnectorV2):
 
     @torch.no_grad()
     def _columns(self, module, module_batch: dict, episodes: list) -> tuple[dict, dict]:
-        obs = module_batch[Columns.OBS]  # (B, 3, D, H, W)
+        obs = module_batch[Columns.OBS]  # (B, C, D, H, W)
         b = obs.shape[0]
         lengths = [len(e) for e in episodes]
         if sum(lengths) != b:
@@ -121,48 +139,89 @@ class AddMECCATrainColumns(ConnectorV2):
                 f"{sum(lengths)} steps; MECCA needs complete episodes in episode order"
             )
         action_values = module.action_values_of(module_batch[Columns.ACTIONS]).reshape(b, -1)
-        values = module.values(obs).reshape(b, -1)
-        confidence = None
-        if self.weighting.needs_confidence:
-            confidence = module.confidence(obs, action_values.reshape(b, *obs.shape[2:])).reshape(b, -1)
-
-        zeros = torch.zeros_like(values)
-        adv, targets, conf_t, mask = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
-        conf_mask = zeros.clone()
-        gains, unlabeled_masks, start = [], [], 0
-        for episode, t in zip(episodes, lengths):
+        zeros = torch.zeros((b, action_values.shape[1]), device=obs.device)
+        p_next, labels_t, mask, conf_mask = zeros.clone(), zeros.clone(), zeros.clone(), zeros.clone()
+        episode_id = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths)).to(obs.device)
+        episode_step = torch.cat([torch.arange(t) for t in lengths]).to(obs.device) if lengths else episode_id
+        unlabeled_masks, start, trained = [], 0, torch.zeros(len(lengths), dtype=torch.bool)
+        for i, (episode, t) in enumerate(zip(episodes, lengths)):
             rows = slice(start, start + t)
             start += t
             ep_obs = torch.from_numpy(np.array(episode.get_observations(slice(0, t + 1)))).to(obs.device)
+            p_next[rows] = ep_obs[1:, 1].reshape(t, -1)  # p channel of the next observations
             labels = self.label_provider(
                 episode, observations=ep_obs, action_values=action_values[rows], module=module
             )
-            if labels is None:  # nothing to learn from: zero loss mask, zero targets
+            if labels is None:  # nothing to learn from: zero loss masks
                 continue
-            p = ep_obs[:, 1].reshape(t + 1, -1)  # p channel of consecutive observations
-            inputs = ShapingInputs(
-                p_prev=p[:-1], p_next=p[1:], label=labels.label,
-                confidence=None if confidence is None else confidence[rows], eps=self.eps,
-            )
-            rewards = self.weighting(inputs, self.weighting_params)  # MECCA.md §3, Eq. 8
-            if self.voxel_mean_reward:
-                rewards = rewards.mean(dim=1, keepdim=True).expand_as(rewards).contiguous()
-            adv[rows], targets[rows] = advantages_and_targets(
-                rewards, values[rows], self.gamma, self.gae_lambda
-            )
-            conf_t[rows] = confidence_targets(action_values[rows], labels.label)  # Eq. 7
-            mask[rows] = labels.mask
+            labels_t[rows], mask[rows], trained[i] = labels.label, labels.mask, True
             if labels.trains_confidence:
                 conf_mask[rows] = labels.mask
             else:  # MECCA.md §5: simulated targets never train the confidence net
                 unlabeled_masks.append(labels.mask.mean().item())
-            gains.append(inputs.gain.mean().item())
-        labeled = len(gains) - len(unlabeled_masks)  # episodes training the confidence net
+        labeled = int(trained.sum()) - len(unlabeled_masks)  # episodes training the confidence net
         stats = {"labeled_episode_fraction": labeled / max(len(episodes), 1)}
-        if gains:
-            stats["mean_gain"] = float(np.mean(gains))
         if unlabeled_masks:  # fraction of unlabeled voxels passing the gradient mask
             stats["unlabeled_mask_fraction"] = float(np.mean(unlabeled_masks))
-        columns = {ADVANTAGES: adv, VALUE_TARGETS: targets, CONF_TARGETS: conf_t, LOSS_MASK: mask,
-                   CONF_LOSS_MASK: conf_mask}
+        columns = {
+            CONF_TARGETS: confidence_targets(action_values, labels_t),  # Eq. 7
+            LOSS_MASK: mask, CONF_LOSS_MASK: conf_mask, EPISODE_ID: episode_id, EPISODE_STEP: episode_step,
+            P_NEXT: p_next, REWARD_LABELS: labels_t,
+        }  # fmt: skip
+        if self.module_terms == "loss":
+            return columns, stats
+        values = module.values(obs).reshape(b, -1)
+        confidence = None
+        if self.weighting.needs_confidence:
+            confidence = module.confidence(obs, action_values.reshape(b, *obs.shape[2:])).reshape(b, -1)
+        adv, targets, gain = self.shaping.targets(
+            p_prev=obs[:, 1].reshape(b, -1), p_next=p_next, label=labels_t, values=values,
+            confidence=confidence, episode_id=episode_id, mask=mask,
+        )  # fmt: skip
+        columns.update({ADVANTAGES: adv, VALUE_TARGETS: targets})
+        if mask.any():
+            stats["mean_gain"] = float(gain)
         return columns, stats
+
+
+@dataclass
+class RewardShaping:
+    """Rewards (MECCA.md §3, Eq. 8), returns and advantages (Eqs. 3-5) of a batch of
+    complete episodes: one place for the connector and the learner."""
+
+    gamma: float
+    gae_lambda: float | None
+    weighting: Weighting
+    params: dict
+    voxel_mean_reward: bool = False
+    eps: float = EPS
+
+    def targets(
+        self, *, p_prev: torch.Tensor, p_next: torch.Tensor, label: torch.Tensor, values: torch.Tensor,
+        confidence: torch.Tensor | None, episode_id: torch.Tensor, mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(advantages, value_targets, mean gain)``, ``(B, N)``, ``(B, N)`` and a scalar.
+
+        Inputs are ``(B, N)`` rows of complete episodes (contiguous, in step order) with
+        ``episode_id (B,)``; episodes whose loss ``mask`` is all zero train nothing and get
+        zero advantages and targets. ``values`` and ``confidence`` carry no gradient.
+        """
+        adv, targets = torch.zeros_like(values), torch.zeros_like(values)
+        _, counts = torch.unique_consecutive(episode_id, return_counts=True)
+        start, gains = 0, []
+        for t in counts.tolist():
+            rows = slice(start, start + t)
+            start += t
+            if not bool(mask[rows].any()):
+                continue
+            inputs = ShapingInputs(
+                p_prev=p_prev[rows], p_next=p_next[rows], label=label[rows],
+                confidence=None if confidence is None else confidence[rows], eps=self.eps,
+            )  # fmt: skip
+            rewards = self.weighting(inputs, self.params)  # MECCA.md §3, Eq. 8
+            if self.voxel_mean_reward:
+                rewards = rewards.mean(dim=1, keepdim=True).expand_as(rewards).contiguous()
+            adv[rows], targets[rows] = advantages_and_targets(rewards, values[rows], self.gamma, self.gae_lambda)
+            gains.append(inputs.gain.mean())
+        gain = torch.stack(gains).mean() if gains else torch.zeros((), device=values.device)
+        return adv, targets, gain

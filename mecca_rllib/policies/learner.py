@@ -16,19 +16,30 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
+from ray.rllib.utils.schedules.scheduler import Scheduler
+
 from mecca_rllib.policies.connectors import (
     ADVANTAGES,
     CONF_LOSS_MASK,
     CONF_TARGETS,
+    EPISODE_ID,
+    EPISODE_STEP,
     LOSS_MASK,
+    P_NEXT,
+    REWARD_LABELS,
     VALUE_TARGETS,
     AddMECCATrainColumns,
 )
+from mecca_rllib.policies.diagnostics import step_diagnostics
 from mecca_rllib.policies.distribution import VoxelCategorical
 from mecca_rllib.policies.rl_module import CONF_LOGITS, CONF_LOGITS_FLIPPED
 
 CONFIDENCE_LOSS_KEY = "confidence_loss"
 CONFIDENCE_ACCURACY_KEY = "confidence_accuracy"
+ORACLE_LOSS_KEY = "oracle_loss"
+# Oracle action of a voxel: the largest step toward its target (MECCA.md §1's action set).
+ORACLE_UP, ORACLE_DOWN = 5, 0  # indices of +0.4 and -0.4 in ACTION_VALUES
 # Key of ``Learner.update(timesteps=...)``: episodes the learners were given before this
 # update, summed over all learners (set by ``MECCA.training_step``).
 EPISODES_TRAINED_LIFETIME = "mecca_episodes_trained_lifetime"
@@ -37,6 +48,27 @@ EPISODES_TRAINED_LIFETIME = "mecca_episodes_trained_lifetime"
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over entries where ``mask`` > 0 (weighted); 0 (with a graph) if none."""
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def normalized(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` shifted and scaled to zero mean and unit std over the masked entries."""
+    mean = masked_mean(x, mask)
+    std = masked_mean((x - mean) ** 2, mask).sqrt()
+    return (x - mean) / (std + 1e-6)
+
+
+def class_balance_weights(label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-voxel weights ``(B, N)`` that give a row's target and background voxels equal
+    total weight (mean weight 1 over the row's masked voxels): ``0.5 / f`` on target voxels,
+    ``0.5 / (1 - f)`` elsewhere, f the row's masked target share clamped to [0.01, 0.99]."""
+    y = (label > 0.5).float()
+    share = (masked_mean_rows(y, mask)).clamp(0.01, 0.99).unsqueeze(1)
+    return torch.where(y > 0, 0.5 / share, 0.5 / (1.0 - share))
+
+
+def masked_mean_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-row masked mean of ``(B, N)`` -> ``(B,)``."""
+    return (x * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 def symmetric_confidence_loss(
@@ -51,7 +83,37 @@ def symmetric_confidence_loss(
 
 class MECCATorchLearner(TorchLearner):
     """Per voxel: ``-logp(a) A`` (A detached) + ``vf_loss_coeff (V - R)^2``
-    - ``entropy_coeff H``, plus the confidence loss (Eq. 6) on its own optimizer."""
+    - ``entropy_coeff H``, plus the confidence loss (Eq. 6) on its own optimizer.
+
+    Options (``MECCAConfig.training``): ``normalize_advantages`` (per-voxel advantages
+    scaled to zero mean, unit std over the batch's masked voxels), ``class_balanced``
+    (target and background voxels weigh the same in the policy and oracle losses,
+    :func:`class_balance_weights`) and ``oracle_coeff``
+    (weight of a cross-entropy of the policy toward the oracle action, +0.4 on target
+    voxels and -0.4 elsewhere, on the states the policy visits; a float or a schedule
+    ``[[env_steps, value], ...]``, like ``entropy_coeff``).
+
+    When the batch has no ``advantages`` column (the connector's ``module_terms="loss"``),
+    rewards, returns and advantages come from this train forward's own values and
+    confidence (detached): one forward per update.
+    """
+
+    def build(self) -> None:
+        super().build()
+        self._schedulers: dict[tuple[str, str], Scheduler] = {}
+
+    SCHEDULED = ("entropy_coeff", "oracle_coeff")  # float-or-schedule settings, by env steps
+
+    def _scheduler(self, module_id: str, name: str) -> Scheduler:
+        key = (module_id, name)
+        if key not in self._schedulers:
+            value = getattr(self.config.get_config_for_module(module_id), name, 0.0) or 0.0
+            self._schedulers[key] = Scheduler(value, framework="torch", device=self._device)
+        return self._schedulers[key]
+
+    def _scheduled(self, module_id: str, name: str) -> float:
+        """Current value of the float-or-schedule setting ``config.<name>``."""
+        return float(self._scheduler(module_id, name).get_current_value())
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         module = self._module[module_id]
@@ -75,8 +137,13 @@ class MECCATorchLearner(TorchLearner):
         )
 
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
-        """Set delta of the simulated-label provider from the episodes trained so far."""
+        """Set delta of the simulated-label provider from the episodes trained so far and
+        advance the entropy and oracle schedules to the env steps sampled so far."""
         super().before_gradient_based_update(timesteps=timesteps)
+        env_steps = int(timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0) or 0)
+        for module_id in self.module.keys():
+            for name in self.SCHEDULED:
+                self._scheduler(module_id, name).update(timestep=env_steps)
         schedule = getattr(self.config, "delta_schedule", None)
         if schedule is None:
             return
@@ -84,6 +151,12 @@ class MECCATorchLearner(TorchLearner):
         for piece in getattr(self._learner_connector, "connectors", []):
             if isinstance(piece, AddMECCATrainColumns) and hasattr(piece.label_provider, "delta"):
                 piece.label_provider.delta = delta
+
+    def _shaping(self):
+        for piece in getattr(self._learner_connector, "connectors", []):
+            if isinstance(piece, AddMECCATrainColumns):
+                return piece.shaping
+        raise RuntimeError("MECCA learner: no AddMECCATrainColumns piece in the learner connector")
 
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
@@ -94,25 +167,57 @@ class MECCATorchLearner(TorchLearner):
         logp = dist.logp(batch[Columns.ACTIONS])  # (B, N)
         entropy = dist.entropy()  # (B, N)
         values = fwd_out[Columns.VF_PREDS].reshape(b, -1)
-        advantages = batch[ADVANTAGES].reshape(b, -1).detach()
-
-        policy_loss = masked_mean(-logp * advantages, mask)  # MECCA.md §3, Eqs. 3-5
-        vf_loss = masked_mean((values - batch[VALUE_TARGETS].reshape(b, -1)) ** 2, mask)
-        mean_entropy = masked_mean(entropy, mask)
         conf_logits = fwd_out[CONF_LOGITS].reshape(b, -1)
+        stats: dict[str, Any] = {}
+        if ADVANTAGES in batch:
+            advantages = batch[ADVANTAGES].reshape(b, -1).detach()
+            value_targets = batch[VALUE_TARGETS].reshape(b, -1)
+        else:  # one forward per update: targets from this forward's values and confidence
+            advantages, value_targets, stats["mean_gain"] = self._shaping().targets(
+                p_prev=batch[Columns.OBS][:, 1].reshape(b, -1), p_next=batch[P_NEXT],
+                label=batch[REWARD_LABELS], values=values.detach(),
+                confidence=torch.sigmoid(conf_logits).detach(), episode_id=batch[EPISODE_ID], mask=mask,
+            )  # fmt: skip
+        stats["mean_advantage"] = masked_mean(advantages, mask)
+        if getattr(config, "normalize_advantages", False):
+            advantages = normalized(advantages, mask)
+        # Class balance (issue 14): the target is 5-15 % of the voxels, so without it the
+        # background's gradient dominates the shared biases ("all background" collapse).
+        weights = torch.ones_like(mask)
+        if getattr(config, "class_balanced", False) and REWARD_LABELS in batch:
+            weights = class_balance_weights(batch[REWARD_LABELS].reshape(b, -1), mask)
+
+        policy_loss = masked_mean(-logp * advantages * weights, mask)  # MECCA.md §3, Eqs. 3-5
+        vf_loss = masked_mean((values - value_targets) ** 2, mask)
+        mean_entropy = masked_mean(entropy, mask)
         conf_targets = batch[CONF_TARGETS].reshape(b, -1)
         conf_mask = batch[CONF_LOSS_MASK].reshape(b, -1) if CONF_LOSS_MASK in batch else mask
         conf_loss = symmetric_confidence_loss(  # labeled episodes only (MECCA.md §5)
             conf_logits, fwd_out[CONF_LOGITS_FLIPPED].reshape(b, -1), conf_targets, conf_mask
         )
+        entropy_coeff = self._scheduled(module_id, "entropy_coeff")
         total = (
             policy_loss
             + config.vf_loss_coeff * vf_loss
-            - config.entropy_coeff * mean_entropy
+            - entropy_coeff * mean_entropy
             + conf_loss  # disjoint parameters: stepped by the "confidence" optimizer
         )
+        oracle_coeff = self._scheduled(module_id, "oracle_coeff")
+        if oracle_coeff > 0 and REWARD_LABELS in batch:
+            oracle = torch.where(batch[REWARD_LABELS].reshape(b, -1) > 0.5, ORACLE_UP, ORACLE_DOWN)
+            oracle_loss = masked_mean(-dist.logp(oracle) * weights, mask)
+            total = total + oracle_coeff * oracle_loss
+            stats[ORACLE_LOSS_KEY] = oracle_loss.detach()
         with torch.no_grad():
-            conf_acc = masked_mean(((conf_logits > 0).float() == conf_targets).float(), conf_mask)
+            conf_correct = ((conf_logits > 0).float() == conf_targets).float()
+            conf_acc = masked_mean(conf_correct, conf_mask)
+            if EPISODE_STEP in batch and P_NEXT in batch:
+                stats.update(step_diagnostics(
+                    step=batch[EPISODE_STEP], actions=batch[Columns.ACTIONS].reshape(b, -1),
+                    p_prev=batch[Columns.OBS][:, 1].reshape(b, -1), p_next=batch[P_NEXT],
+                    label=batch[REWARD_LABELS], mask=mask, entropy=entropy,
+                    conf_correct=conf_correct, conf_mask=conf_mask,
+                ))  # fmt: skip
         self.metrics.log_dict(
             {
                 POLICY_LOSS_KEY: policy_loss.detach(),
@@ -120,8 +225,10 @@ class MECCATorchLearner(TorchLearner):
                 ENTROPY_KEY: mean_entropy.detach(),
                 CONFIDENCE_LOSS_KEY: conf_loss.detach(),
                 CONFIDENCE_ACCURACY_KEY: conf_acc,
-                "mean_advantage": masked_mean(advantages, mask),
                 "loss_mask_fraction": mask.mean().detach(),
+                "entropy_coeff": entropy_coeff,
+                "oracle_coeff": oracle_coeff,
+                **{k: v.detach() if torch.is_tensor(v) else v for k, v in stats.items()},
             },
             key=module_id,
             window=1,

@@ -33,6 +33,12 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "sample_in_module": True,
     "hint_kernel": None,  # the env's hint kernel in training (None: unrecorded, 8 assumed)
     "hint_channels": 1,  # the env's hint channels: 1 (paper) or 2 (foreground, background)
+    # Kernels (benchmarks/training_throughput.py, README "Training throughput"):
+    # channels-last 3D convolutions, and optional bf16 autocast (fp32 weights) of the
+    # action forward (env runners) and of the train forward (learners), CPU only.
+    "channels_last": True,
+    "act_bf16": False,
+    "train_bf16": False,
 }
 
 
@@ -82,6 +88,10 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         )
         self.action_dist_cls = VoxelCategorical
         self.sample_in_module = bool(cfg["sample_in_module"])
+        self.memory_format = torch.channels_last_3d if cfg["channels_last"] else torch.contiguous_format
+        self.act_bf16 = bool(cfg["act_bf16"])
+        self.train_bf16 = bool(cfg["train_bf16"])
+        self.to(memory_format=self.memory_format)
 
     def resolved_model_config(self) -> dict[str, Any]:
         """``DEFAULT_MODEL_CONFIG`` updated with the user's ``model_config``."""
@@ -93,17 +103,21 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         return ["value_head", "confidence_net"]
 
     # ------------------------------------------------------------------ public tensor API
+    def _in(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations in the module's memory format (``model_config["channels_last"]``)."""
+        return obs.contiguous(memory_format=self.memory_format)
+
     def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Per-voxel action logits: ``(B, 3, D, H, W) -> (B, 6, D, H, W)``."""
-        return self.policy_head(self.trunk(obs))
+        return self.policy_head(self.trunk(self._in(obs)))
 
     def values(self, obs: torch.Tensor) -> torch.Tensor:
         """Per-voxel state values V_i: ``(B, 3, D, H, W) -> (B, D, H, W)``."""
-        return self.value_head(self.trunk(obs)).squeeze(1)
+        return self.value_head(self.trunk(self._in(obs))).squeeze(1)
 
     def confidence_logits(self, obs: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
         """Logits of C(s, a): obs ``(B, 3, D, H, W)``, action values ``(B, D, H, W)`` -> ``(B, D, H, W)``."""
-        return self.confidence_net(obs, action_values)
+        return self.confidence_net(self._in(obs), action_values)
 
     def confidence(self, obs: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
         """C(s, a) in (0, 1) (MECCA.md §2): obs ``(B, 3, D, H, W)``, action values
@@ -116,8 +130,10 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     # ------------------------------------------------------------------ RLlib forwards
     def _act(self, batch: dict[str, Any], deterministic: bool) -> dict[str, Any]:
-        with torch.no_grad():
-            logits = self.policy_logits(batch[Columns.OBS])
+        obs = batch[Columns.OBS]
+        bf16 = self.act_bf16 and obs.device.type == "cpu"
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = self.policy_logits(obs).float()
             if not self.sample_in_module:
                 return {Columns.ACTION_DIST_INPUTS: logits}
             dist = VoxelCategorical(logits)
@@ -135,17 +151,19 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         """Everything the MECCA loss needs, in one pass (DDP needs every parameter used):
         logits ``(B, 6, D, H, W)``, values ``(B, D, H, W)`` and, when the batch holds
         actions, confidence logits of C(s, a) and C(s, -a) ``(B, D, H, W)`` (Eq. 6)."""
-        obs = batch[Columns.OBS]
-        features = self.trunk(obs)
-        out = {
-            Columns.ACTION_DIST_INPUTS: self.policy_head(features),
-            Columns.VF_PREDS: self.value_head(features).squeeze(1),
-        }
-        if Columns.ACTIONS in batch:
-            a = self.action_values_of(batch[Columns.ACTIONS]).reshape(obs.shape[0], *obs.shape[2:])
-            both = self.confidence_net(torch.cat([obs, obs]), torch.cat([a, -a]))
-            out[CONF_LOGITS], out[CONF_LOGITS_FLIPPED] = both.chunk(2)
-        return out
+        obs = self._in(batch[Columns.OBS])
+        bf16 = self.train_bf16 and obs.device.type == "cpu"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            features = self.trunk(obs)
+            out = {
+                Columns.ACTION_DIST_INPUTS: self.policy_head(features),
+                Columns.VF_PREDS: self.value_head(features).squeeze(1),
+            }
+            if Columns.ACTIONS in batch:
+                a = self.action_values_of(batch[Columns.ACTIONS]).reshape(obs.shape[0], *obs.shape[2:])
+                both = self.confidence_net(self._in(torch.cat([obs, obs])), torch.cat([a, -a]))
+                out[CONF_LOGITS], out[CONF_LOGITS_FLIPPED] = both.chunk(2)
+        return {k: v.float() for k, v in out.items()}  # losses in fp32
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         """Per-voxel values ``(B, D, H, W)`` of ``batch[Columns.OBS]`` (not ``(B,)``: MECCA is per voxel)."""
