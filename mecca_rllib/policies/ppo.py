@@ -46,8 +46,10 @@ from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.core.rl_module.apis.target_network_api import TARGET_NETWORK_ACTION_DIST_INPUTS
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.policies.connectors import (
     ADVANTAGES,
+    CONF_LOSS_MASK,
     CONF_TARGETS,
     LOSS_MASK,
     VALUE_TARGETS,
@@ -66,6 +68,7 @@ from mecca_rllib.policies.reward_shaping import (
     REWARD_DEFAULTS,
     Weighting,
     get_weighting,
+    registered_weightings,
     set_provided,
     weighting_params,
 )
@@ -151,11 +154,13 @@ class ConfidenceLossMixin:
 
     def confidence_loss(self, module_id: str, config: Any, batch: Mapping[str, Any],
                         fwd_out: Mapping[str, Any]) -> torch.Tensor:
-        """Symmetric BCE of C(s, a) and C(s, -a) over masked voxels; 0 when inactive."""
+        """Symmetric BCE of C(s, a) and C(s, -a) over the voxels of ``conf_loss_mask``
+        (labeled episodes only, MECCA.md §5; ``voxel_loss_mask`` if the batch has no such
+        column); 0 when inactive."""
         if not getattr(config, "self_adaptive_reward", False):
             return torch.zeros((), device=batch[Columns.OBS].device)
         b = batch[Columns.OBS].shape[0]
-        mask = batch[LOSS_MASK].reshape(b, -1)
+        mask = batch[CONF_LOSS_MASK if CONF_LOSS_MASK in batch else LOSS_MASK].reshape(b, -1)
         logits = fwd_out[CONF_LOGITS].reshape(b, -1)
         targets = batch[CONF_TARGETS].reshape(b, -1)
         loss = symmetric_confidence_loss(logits, fwd_out[CONF_LOGITS_FLIPPED].reshape(b, -1), targets, mask)
@@ -269,6 +274,7 @@ class VoxelRewardConfigMixin:
         self.reward_weighting: str | None = None  # None: "confidence" if self-adaptive else "none"
         set_provided(self, REWARD_DEFAULTS, NotProvided)
         self.reward_weighting_kwargs: dict[str, Any] = {}
+        self.weighting: Weighting | None = None  # resolved on the driver by `training()`
         self.normalize_advantages = True
         self.label_provider: LabelProvider | None = None
 
@@ -310,6 +316,11 @@ class VoxelRewardConfigMixin:
             voxel_mean_reward=voxel_mean_reward, confidence_lr=confidence_lr,
             normalize_advantages=normalize_advantages, label_provider=label_provider,
         ), NotProvided)
+        name = self._weighting_name()
+        if name in registered_weightings():
+            # Resolve now (driver side) so weightings registered in the user's process reach
+            # remote Learner actors with the pickled config (as MECCAConfig does).
+            self.weighting = get_weighting(name)
         if reward_weighting_kwargs is not NotProvided:
             self.reward_weighting_kwargs = dict(reward_weighting_kwargs)
         return self
@@ -318,10 +329,18 @@ class VoxelRewardConfigMixin:
     def weighting_params(self) -> dict[str, Any]:
         return weighting_params(self)
 
-    def _weighting(self) -> Weighting:
+    def _weighting_name(self) -> str:
         name = self.reward_weighting
         if name is None:
             name = "confidence" if self.self_adaptive_reward else "none"
+        return name
+
+    def _weighting(self) -> Weighting:
+        """The weighting resolved by ``training()`` (driver side), else looked up by name."""
+        name = self._weighting_name()
+        weighting = getattr(self, "weighting", None)
+        if weighting is not None and weighting.name == name:
+            return weighting
         return get_weighting(name)
 
     def validate(self) -> None:
@@ -345,9 +364,13 @@ class VoxelRewardConfigMixin:
 
     @property
     def _model_config_auto_includes(self) -> dict[str, Any]:
-        shape = (self.env_config or {}).get("shape")
+        env_config = self.env_config or {}
+        shape = env_config.get("shape")
         return AlgorithmConfig._model_config_auto_includes.fget(self) | DEFAULT_MODEL_CONFIG | {
             "shape": tuple(int(s) for s in shape) if shape is not None else None,
+            # The hint kernel the policy saw in training; sessions draw hints the same way.
+            "hint_kernel": int(env_config.get("hint_kernel", ENV_DEFAULTS["hint_kernel"])),
+            "hint_channels": int(env_config.get("hint_channels", ENV_DEFAULTS["hint_channels"])),
             "sample_in_module": False,
         }
 

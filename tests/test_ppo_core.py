@@ -1,0 +1,124 @@
+"""PPO/APPO core fixes (mecca_rllib.policies.ppo): the confidence loss mask, the recorded
+hint settings and the driver-side resolution of the reward weighting."""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import numpy as np
+import pytest
+import torch
+
+from mecca_rllib.policies.connectors import EpisodeLabels, labels_from_infos
+from mecca_rllib.policies.ppo import MECCAAPPOConfig, MECCAPPOConfig
+from mecca_rllib.policies.reward_shaping import register_weighting
+
+SHAPE = (8, 16, 16)
+ENV = {"dataset": "synthetic", "shape": list(SHAPE), "num_cases": 4, "steps": 2,
+       "initial_clicks": 4, "clicks_per_step": 2, "hint_kernel": 2}
+TINY_MODEL = {"width": 4, "dilations": [1] * 5, "conf_dilations": [1] * 6}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+def _tiny(config, **env_overrides):
+    import mecca_rllib  # noqa: F401  (registers mecca_seg)
+
+    torch.manual_seed(0)
+    return (config.environment("mecca_seg", env_config={**ENV, **env_overrides})
+            .rl_module(model_config=TINY_MODEL).debugging(seed=0))
+
+
+# ----------------------------------------------------------------------------- 1: conf mask
+def _simulated_labels(episode, **kwargs):
+    """Every episode trains the segmentation losses but never the confidence net (§5)."""
+    labels = labels_from_infos(episode, **kwargs)
+    if labels is None:
+        t = kwargs["observations"].shape[0] - 1
+        flat = torch.zeros(t, int(np.prod(SHAPE)), device=kwargs["observations"].device)
+        labels = EpisodeLabels(label=flat, mask=torch.ones_like(flat))
+    return dataclasses.replace(labels, trains_confidence=False)
+
+
+@pytest.mark.slow
+def test_ppo_confidence_net_ignores_episodes_that_must_not_train_it(ray_local):
+    config = _tiny(MECCAPPOConfig().training(
+        self_adaptive_reward=True, label_provider=_simulated_labels, train_batch_size_per_learner=4,
+        minibatch_size=2, num_epochs=1, lr=1e-3, confidence_lr=1e-2,
+    ))
+    algo = config.build_algo()
+    try:
+        before = algo.learner_group.get_weights()["default_policy"]
+        algo.train()
+        after = algo.learner_group.get_weights()["default_policy"]
+    finally:
+        algo.stop()
+    conf = [k for k in before if k.startswith("confidence_net")]
+    assert conf
+    for key in conf:  # bitwise: zero gradients, zero Adam steps
+        assert np.array_equal(before[key], after[key]), key
+    assert any(k.startswith("policy_head") and not np.array_equal(before[k], after[k]) for k in before)
+
+
+# ----------------------------------------------------------------------------- 2: hints
+@pytest.mark.parametrize("config_class", [MECCAPPOConfig, MECCAAPPOConfig])
+def test_module_records_the_env_hint_settings(config_class):
+    from mecca_rllib.envs import InteractiveSegEnv
+
+    config = _tiny(config_class(), hint_kernel=4)
+    assert config.model_config["hint_kernel"] == 4
+    assert config.model_config["hint_channels"] == 1
+    env = InteractiveSegEnv(config.env_config)
+    module = config.get_rl_module_spec(env=env).build()
+    assert module.model_config["hint_kernel"] == 4
+    assert module.model_config["hint_channels"] == 1
+
+
+def test_hint_settings_default_to_the_env_defaults():
+    from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG
+
+    env = {k: v for k, v in ENV.items() if k != "hint_kernel"}
+    config = MECCAPPOConfig().environment("mecca_seg", env_config=env)
+    assert config.model_config["hint_kernel"] == DEFAULT_CONFIG["hint_kernel"]
+    assert config.model_config["hint_channels"] == DEFAULT_CONFIG["hint_channels"]
+
+
+# ----------------------------------------------------------------------------- 3: weighting
+def test_weighting_is_resolved_on_the_driver():
+    name = f"driver_only_{uuid.uuid4().hex}"
+
+    def gain(inputs):
+        return inputs.gain
+
+    register_weighting(name, gain)
+    config = MECCAPPOConfig().training(reward_weighting=name)
+    assert config.weighting is not None and config.weighting.name == name
+    adaptive = MECCAPPOConfig().training(self_adaptive_reward=True)
+    assert adaptive.weighting.name == "confidence" and adaptive._weighting().needs_confidence
+
+
+@pytest.mark.slow
+def test_ppo_weighting_registered_on_the_driver_only_reaches_a_remote_learner(ray_local):
+    name = f"driver_only_{uuid.uuid4().hex}"
+
+    def half_gain(inputs):  # a local function: cloudpickled by value to the learner actor
+        return 0.5 * inputs.gain
+
+    register_weighting(name, half_gain)
+    config = _tiny(MECCAPPOConfig().training(
+        reward_weighting=name, train_batch_size_per_learner=4, minibatch_size=2, num_epochs=1,
+        lr=1e-3,
+    )).learners(num_learners=1)
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+    finally:
+        algo.stop()
+    assert np.isfinite(result["learners"]["default_policy"]["policy_loss"])
