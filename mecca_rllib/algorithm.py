@@ -273,6 +273,9 @@ class MECCAConfig(AlgorithmConfig):
                 "steps", ENV_DEFAULTS["steps"])):
             self._value_error("MECCA's minibatch_size must be a multiple of the episode length "
                               f"(env_config['steps']): returns need whole episodes, got {self.minibatch_size}")
+        if self.minibatch_size and self.shuffle_batch_per_epoch:
+            self._value_error("MECCA's minibatches must keep episodes whole: set "
+                              "shuffle_batch_per_epoch=False with minibatch_size")
         if int(self.agreement_episodes) < 0 or int(self.agreement_interval) < 1:
             self._value_error("agreement_episodes must be >= 0 and agreement_interval >= 1, got "
                               f"{self.agreement_episodes}, {self.agreement_interval}")

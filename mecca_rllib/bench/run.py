@@ -83,15 +83,29 @@ class BenchConfig:
 #: The paper's setting (MECCA.md §6): 55x55x30, lr 1e-4, one hour of training per method.
 FULL = BenchConfig(title="MECCA benchmark (full)")
 
-#: Network and training settings of the CPU-sized runs: the ``mecca train --config demo``
-#: preset's (10x20x20 volumes, dilations fitting the volume, lr 3e-3, one episode per
-#: RLlib iteration, a small entropy bonus), which let the RL methods learn in minutes.
+def _demo_settings() -> TrainSettings:
+    """The ``mecca train --config demo`` preset's network and training settings (10x20x20
+    volumes, dilations fitting the volume, lr 3e-3, its RL levers), stated once in train.py."""
+    from mecca_rllib.train import PRESETS
+
+    demo = PRESETS["demo"]
+    training = dict(demo["training"])
+    model = demo["model_config"]
+    return TrainSettings(
+        width=int(model["width"]), dilations=tuple(model["dilations"]),
+        conf_dilations=tuple(model["conf_dilations"]), lr=float(training.pop("lr")),
+        rl_batch_env_steps=int(training.pop("train_batch_size_per_learner")),
+        rl_envs=int(demo["env_runners"].get("num_envs_per_env_runner", 1)),
+        entropy_coeff=float(training.pop("entropy_coeff")),
+        rl_training={k: v for k, v in training.items() if k != "confidence_lr"},
+        schedule=ClickSchedule(hint_kernel=int(demo["env_config"]["hint_kernel"])),
+    )  # fmt: skip
+
+
+#: Settings of the CPU-sized runs: the demo preset's, which let the RL methods learn in minutes.
 _CPU_SIZED = dict(
     shape=(10, 20, 20),
-    settings=TrainSettings(
-        dilations=(1, 2, 4, 2, 1), conf_dilations=(1, 2, 4, 2, 1, 1), lr=3e-3,
-        rl_batch_env_steps=5, entropy_coeff=0.01, schedule=ClickSchedule(hint_kernel=4),
-    ),
+    settings=_demo_settings(),
     protocol=Protocol(schedule=ClickSchedule(hint_kernel=4)),
 )
 
