@@ -71,7 +71,9 @@ def smoke_train_config(config: dict[str, Any]) -> dict[str, Any]:
     config.setdefault("model_config", {}).update(width=4, dilations=[1, 1, 1, 1, 1],
                                                   conf_dilations=[1, 1, 1, 1, 1, 1])
     config.setdefault("training", {}).update(train_batch_size_per_learner=2)
-    config["env_runners"] = {**config.get("env_runners", {}), "num_env_runners": 0}
+    config["training"].pop("minibatch_size", None)  # one update of the tiny batch
+    config["env_runners"] = {**config.get("env_runners", {}), "num_env_runners": 0,
+                             "num_envs_per_env_runner": 1}
     config["learners"] = {**config.get("learners", {}), "num_learners": 0, "num_gpus_per_learner": 0}
     config["resources"] = {}
     config["stop"] = {"training_iteration": 1}

@@ -26,7 +26,9 @@ def build_ppo_config(train_config):
 
 def get_experiment(smoke: bool = False, **overrides):
     config = base_train_config("demo")
-    config["training"].pop("confidence_lr", None)
+    for key in ("confidence_lr", "class_balanced", "oracle_coeff", "minibatch_size",
+                "shuffle_batch_per_epoch"):  # MECCA-learner options of the demo preset
+        config["training"].pop(key, None)
     config["training"].update(lr=1e-3, num_epochs=4)
     config["stop"] = {"training_iteration": 300}
     search = {
