@@ -61,8 +61,17 @@ def test_vector_slots_share_one_case_order():
         envs[0].set_vector_slot(3, 3)
 
 
+@pytest.fixture
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()  # later tests (e.g. the `ray start` cluster test) need no driver left behind
+
+
 @pytest.mark.slow
-def test_batched_sampling_gives_the_same_train_columns_as_single_env():
+def test_batched_sampling_gives_the_same_train_columns_as_single_env(ray_session):
     """Episodes from 1 and from 4 sub-envs go through the learner connector to the same
     columns, shapes and (all-one, labeled) masks."""
     batches = {}

@@ -117,12 +117,16 @@ def test_ray_job_submit_trains_and_writes_a_checkpoint(local_cluster, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     url, env = local_cluster
     env = {**env, "RAY_ADDRESS": url}
-    proc = subprocess.run(
-        [_ray_cli(), "job", "submit", "--address", url, "--",
-         sys.executable, str(script), str(checkpoint)],
-        env=env, capture_output=True, text=True, timeout=400,
-    )
-    output = proc.stdout + proc.stderr
+    for attempt in range(6):  # the dashboard answers before its job agent is ready
+        proc = subprocess.run(
+            [_ray_cli(), "job", "submit", "--address", url, "--",
+             sys.executable, str(script), str(checkpoint)],
+            env=env, capture_output=True, text=True, timeout=400,
+        )
+        output = proc.stdout + proc.stderr
+        if "No available agent to submit job" not in output:
+            break
+        time.sleep(10)
     assert proc.returncode == 0, output
     assert "succeeded" in output, output
     assert "MECCA_JOB_DONE iteration 1" in output, output
