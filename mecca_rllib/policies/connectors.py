@@ -10,7 +10,7 @@ for the confidence weighting, its confidence); two placements:
   connector runs the module without gradients and adds the columns below;
 - ``module_terms="loss"`` (MECCA's A2C, one forward per update): the connector adds the
   reward inputs (``p_next``, ``reward_labels``, ``episode_id``, ``episode_step``) and the
-  learner computes the same columns with :func:`shaped_targets` from its own train forward.
+  learner computes the same columns with :meth:`RewardShaping.targets` from its own train forward.
 
 Columns:
 

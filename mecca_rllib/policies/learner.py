@@ -50,11 +50,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def normalized(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def normalized(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``x`` shifted and scaled to zero mean and unit std over the masked entries."""
     mean = masked_mean(x, mask)
     std = masked_mean((x - mean) ** 2, mask).sqrt()
-    return (x - mean) / (std + 1e-6)
+    return (x - mean) / (std + eps)
 
 
 def class_balance_weights(label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -148,15 +148,20 @@ class MECCATorchLearner(TorchLearner):
         if schedule is None:
             return
         delta = schedule()(int(timesteps.get(EPISODES_TRAINED_LIFETIME, 0)))
-        for piece in getattr(self._learner_connector, "connectors", []):
-            if isinstance(piece, AddMECCATrainColumns) and hasattr(piece.label_provider, "delta"):
+        for piece in self._train_column_pieces():
+            if hasattr(piece.label_provider, "delta"):
                 piece.label_provider.delta = delta
 
+    def _train_column_pieces(self) -> list[AddMECCATrainColumns]:
+        """The learner connector's ``AddMECCATrainColumns`` pieces."""
+        pieces = getattr(self._learner_connector, "connectors", [])
+        return [p for p in pieces if isinstance(p, AddMECCATrainColumns)]
+
     def _shaping(self):
-        for piece in getattr(self._learner_connector, "connectors", []):
-            if isinstance(piece, AddMECCATrainColumns):
-                return piece.shaping
-        raise RuntimeError("MECCA learner: no AddMECCATrainColumns piece in the learner connector")
+        pieces = self._train_column_pieces()
+        if not pieces:
+            raise RuntimeError("MECCA learner: no AddMECCATrainColumns piece in the learner connector")
+        return pieces[0].shaping
 
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]

@@ -62,6 +62,7 @@ from mecca_rllib.policies.learner import (
     CONFIDENCE_LOSS_KEY,
     MECCATorchLearner,
     masked_mean,
+    normalized,
     symmetric_confidence_loss,
 )
 from mecca_rllib.policies.reward_shaping import (
@@ -117,9 +118,7 @@ def voxel_ppo_loss(
         ratio = is_ratio * torch.exp(logp - old_logp)
     adv = advantages.detach()
     if normalize_advantages:
-        mean = masked_mean(adv, mask)
-        std = masked_mean((adv - mean) ** 2, mask).sqrt()
-        adv = (adv - mean) / (std + 1e-4)
+        adv = normalized(adv, mask, eps=1e-4)
     surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1.0 - clip_param, 1.0 + clip_param))
     vf_loss = (values - value_targets) ** 2
     vf_clipped = torch.clamp(vf_loss, 0.0, vf_clip_param)
