@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
-EXTRAS ?= dev,atlas,web,e2e,napari
+EXTRAS ?= dev,atlas,web,e2e,napari,openvino
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench clean

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=16, help="held-out evaluation episodes")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result here")
+    parser.add_argument("--save", default=None, metavar="DIR",
+                        help="also export the trained module here (mecca export's format)")
     parser.add_argument("--trace-every", type=int, default=20, help="print training stats every N iterations")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -41,17 +45,27 @@ def main(argv: list[str] | None = None) -> None:
 
     import mecca_rllib  # noqa: F401
     from mecca_rllib.evaluation import evaluate
-    from mecca_rllib.train import build_algorithm_config, held_out_env_config, load_train_config
+    from mecca_rllib.train import (
+        build_algorithm_config,
+        held_out_env_config,
+        load_train_config,
+        prepare_warm_start,
+    )
 
     config = load_train_config(args.config, args.override)
+    start = time.perf_counter()
+    # A warm_start section pre-trains first; its env steps count inside --env-steps.
+    warm_steps = 0 if config.get("training", {}).get("init_from") else int(
+        (config.get("warm_start") or {}).get("env_steps", 0))
+    config = prepare_warm_start(config, Path(tempfile.mkdtemp(prefix="levers_")) / "warm_start.pt")
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     algo = build_algorithm_config(config).build_algo()
-    start, steps, iterations, collapsed = time.perf_counter(), 0, 0, 0
+    steps, iterations, collapsed = warm_steps, 0, 0
     try:
         while steps < args.env_steps:
             result = algo.train()
             iterations += 1
-            steps = int(result[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED_LIFETIME])
+            steps = warm_steps + int(result[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED_LIFETIME])
             mecca = result.get("mecca", {})
             collapsed += int(mecca.get("collapsed", 0.0) > 0)
             if iterations % args.trace_every == 0:
@@ -66,6 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         train_s = time.perf_counter() - start
         module = algo.get_module()
         module = module.unwrapped() if hasattr(module, "unwrapped") else module
+        if args.save:  # the learner's full module (the env runner's lacks value head and confidence net)
+            from mecca_rllib.policies.checkpoints import build_module, save_module
+
+            full = build_module(dict(algo.config.model_config), tuple(config["env_config"]["shape"]))
+            weights = algo.learner_group.get_weights()["default_policy"]
+            full.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+            save_module(full, args.save)
         traces = evaluate(module, held_out_env_config(config), episodes=args.episodes,
                           seed=int(config.get("evaluation", {}).get("seed", 10_000)), progress=False)
     finally:
@@ -74,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     dice = np.stack([t.dice for t in traces]).mean(axis=0)
     rises = np.diff(dice[1:])
     print(f"\n{args.config} {' '.join(args.override)}")
-    print(f"{steps} env steps, {iterations} iterations, {train_s:.0f} s of training, "
+    print(f"{steps} env steps ({warm_steps} of them pre-training the warm start), {iterations} "
+          f"RL iterations, {train_s:.0f} s of training, "
           f"{collapsed} iterations flagged collapsed")
     print("argmax Dice per step: " + " ".join(f"{d:.3f}" for d in dice))
     print(f"rises over steps 1-{len(dice) - 1}: " + " ".join(f"{r:+.3f}" for r in rises))

@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.learner.learner import ENTROPY_KEY
-from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.metrics import (
@@ -36,18 +34,13 @@ from ray.rllib.utils.metrics import (
 )
 
 from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
-from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
+from mecca_rllib.envs.vector import allow_ragged_infos
+from mecca_rllib.policies.config_core import MECCACoreConfigMixin
+from mecca_rllib.policies.connectors import LabelProvider
 from mecca_rllib.policies.diagnostics import collapse_reason
 from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
-from mecca_rllib.policies.reward_shaping import (
-    REWARD_DEFAULTS,
-    Weighting,
-    get_weighting,
-    registered_weightings,
-    set_provided,
-    weighting_params,
-)
-from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG, MECCATorchRLModule
+from mecca_rllib.policies.reward_shaping import set_provided
+from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
 from mecca_rllib.policies.simulated_labels import (
     DeltaSchedule,
     SimulatedLabelProvider,
@@ -79,6 +72,7 @@ class MECCAEnvRunner(SingleAgentEnvRunner):
             raise ValueError("MECCA needs env_runners(gym_env_vectorize_mode='SYNC') (the default)")
         for i, sub in enumerate(subs):
             sub.unwrapped.set_vector_slot(i, self.num_envs)
+        allow_ragged_infos(self.env.unwrapped)  # info["clicks"] is (K, 3), K per sub-env
 
     def _try_env_reset(self, *, seed=None, options=None):
         # One seed for every sub-env (gymnasium would give sub-env i seed + i): the shared
@@ -92,34 +86,25 @@ class MECCAEnvRunner(SingleAgentEnvRunner):
         self._seed = None  # later resets continue the env's own seeded case order
 
 
-class MECCAConfig(AlgorithmConfig):
+class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
     """Configuration of :class:`MECCA`; defaults follow MECCA.md §2-3 and §6.
 
-    lr 1e-4, gamma 0.95, complete episodes, env ``"mecca_seg"``, new API stack only.
+    lr 1e-4, gamma 0.95, complete episodes, env ``"mecca_seg"``, new API stack only (the
+    core defaults, reward settings, weighting and learner connector:
+    :class:`~mecca_rllib.policies.config_core.MECCACoreConfigMixin`).
     """
 
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or MECCA)
-        self.env = "mecca_seg"
-        self.lr = 1e-4  # MECCA.md §2
-        self.gamma = 0.95  # MECCA.md §3
-        self.batch_mode = "complete_episodes"
-        self.train_batch_size_per_learner = 40
-        self.num_env_runners = 0
         self.env_runner_cls = MECCAEnvRunner
         # MECCA-specific (see `training()`).
-        set_provided(self, REWARD_DEFAULTS, NotProvided)
-        self.reward_weighting = "confidence"
-        self.reward_weighting_kwargs: dict[str, Any] = {}
         self.entropy_coeff: float | list = 0.0
         self.vf_loss_coeff = 0.5
-        self.normalize_advantages = False
         self.class_balanced = False
         self.oracle_coeff: float | list = 0.0
+        self.init_from: str | None = None
         self.one_forward = True
         self.gae_lambda: float | None = None
-        self.label_provider: LabelProvider | None = None
-        self.weighting: Weighting | None = None  # resolved `reward_weighting`
         # Simulated labels for unlabeled volumes (MECCA.md §5).
         self.simulated_labels = True
         self.delta_start = 0.85
@@ -132,23 +117,13 @@ class MECCAConfig(AlgorithmConfig):
     def training(
         self,
         *,
-        alpha: float = NotProvided,
-        beta: float = NotProvided,
-        reward_weighting: str = NotProvided,
-        confidence_form: str = NotProvided,
-        error_region_lambda: float = NotProvided,
-        focal_gamma: float = NotProvided,
-        reward_weighting_kwargs: Mapping[str, Any] = NotProvided,
-        voxel_mean_reward: bool = NotProvided,
-        confidence_lr: float = NotProvided,
         entropy_coeff: float | list = NotProvided,
         vf_loss_coeff: float = NotProvided,
-        normalize_advantages: bool = NotProvided,
         class_balanced: bool = NotProvided,
         oracle_coeff: float | list = NotProvided,
+        init_from: str | None = NotProvided,
         one_forward: bool = NotProvided,
         gae_lambda: float | None = NotProvided,
-        label_provider: LabelProvider | None = NotProvided,
         simulated_labels: bool = NotProvided,
         delta_start: float = NotProvided,
         delta_growth: float = NotProvided,
@@ -158,24 +133,17 @@ class MECCAConfig(AlgorithmConfig):
         agreement_interval: int = NotProvided,
         **kwargs,
     ) -> "MECCAConfig":
-        """MECCA settings (MECCA.md §3); other keyword arguments go to ``AlgorithmConfig.training``.
+        """MECCA settings (MECCA.md §3); the reward settings (``alpha``, ``beta``,
+        ``reward_weighting``, ``confidence_form``, ``confidence_gate``,
+        ``error_region_lambda``, ``focal_gamma``, ``reward_weighting_kwargs``,
+        ``voxel_mean_reward``, ``confidence_lr``, ``normalize_advantages``,
+        ``label_provider``) are those of ``MECCACoreConfigMixin.training``; other keyword
+        arguments go to ``AlgorithmConfig.training``.
 
         Args:
-            alpha, beta: hyper-parameters of the confidence weighting w(c) (Eq. 8).
-            reward_weighting: a name registered in ``policies.reward_shaping``
-                (``none``, ``focal_prob``, ``error_region``, ``confidence``, or your own).
-            confidence_form: ``"focal"`` (alpha (1 - c)^beta, default) or ``"paper"``
-                ((alpha - c)^beta, negative for c > alpha).
-            error_region_lambda: lambda of ``error_region`` (Eq. 14).
-            focal_gamma: exponent of ``focal_prob`` (Eqs. 12-13).
-            reward_weighting_kwargs: extra keyword parameters for the weighting.
-            voxel_mean_reward: replace each voxel's reward by the volume mean (paper option).
-            confidence_lr: learning rate of the confidence network's own optimizer.
             entropy_coeff: weight of the per-voxel entropy bonus; a float or a schedule
                 ``[[env_steps, value], ...]`` (linear in between).
             vf_loss_coeff: weight of the per-voxel value loss (V - R)^2.
-            normalize_advantages: scale the per-voxel advantages of each update to zero
-                mean and unit std over its masked voxels.
             class_balanced: weigh each volume's target and background voxels equally in
                 the policy (and oracle) loss; the weights come from the labels the rewards
                 use (simulated ones for unlabeled volumes).
@@ -184,14 +152,17 @@ class MECCAConfig(AlgorithmConfig):
                 visits (a DAgger-style warm start); a float or a schedule like
                 ``entropy_coeff``, e.g. ``[[0, 1.0], [20000, 0.0]]``. 0 (default): the
                 paper's A2C only.
+            init_from: a warm-start file (``mecca pretrain``; ``policies/warm_start.py``):
+                the policy trunk and heads start from a supervised P-Net trained on the
+                same data, loaded on the driver before the first update. None (default):
+                Xavier initialisation (MECCA.md §2).
             one_forward: True (default): rewards, returns and advantages come from the
                 learner's train forward (values and confidence detached); False: from a
                 separate no-grad forward in the learner connector (slower, the same numbers).
             gae_lambda: None for plain returns with A = R - V; else GAE lambda.
-            label_provider: per-episode targets hook (default: simulated labels, see
-                below, or the env's ``info["label"]`` only; ``policies.connectors.LabelProvider``).
             simulated_labels: train the segmentation network on unlabeled episodes against
-                simulated labels (MECCA.md §5). False: unlabeled episodes are ignored.
+                simulated labels (MECCA.md §5), unless ``label_provider`` is given. False:
+                unlabeled episodes are ignored.
             delta_start, delta_growth, delta_max: gradient-mask threshold
                 ``delta = min(delta_start + delta_growth * epoch, delta_max)`` (0.85,
                 0.00025, 0.99; MECCA.md §5). One *epoch* is a pass over the training set:
@@ -207,28 +178,13 @@ class MECCAConfig(AlgorithmConfig):
         """
         super().training(**kwargs)
         set_provided(self, dict(
-            alpha=alpha, beta=beta, reward_weighting=reward_weighting,
-            confidence_form=confidence_form, error_region_lambda=error_region_lambda,
-            focal_gamma=focal_gamma, voxel_mean_reward=voxel_mean_reward,
-            confidence_lr=confidence_lr, entropy_coeff=entropy_coeff,
-            vf_loss_coeff=vf_loss_coeff, normalize_advantages=normalize_advantages, class_balanced=class_balanced,
-            oracle_coeff=oracle_coeff, one_forward=one_forward, gae_lambda=gae_lambda, label_provider=label_provider,
-            simulated_labels=simulated_labels, delta_start=delta_start, delta_growth=delta_growth,
-            delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
+            entropy_coeff=entropy_coeff, vf_loss_coeff=vf_loss_coeff, class_balanced=class_balanced,
+            oracle_coeff=oracle_coeff, init_from=init_from, one_forward=one_forward,
+            gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,
+            delta_growth=delta_growth, delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
         ), NotProvided)
-        if reward_weighting is not NotProvided and reward_weighting in registered_weightings():
-            # Resolve now (driver side) so weightings registered in the user's process reach
-            # remote Learner actors with the pickled config.
-            self.weighting = get_weighting(reward_weighting)
-        if reward_weighting_kwargs is not NotProvided:
-            self.reward_weighting_kwargs = dict(reward_weighting_kwargs)
         return self
-
-    @property
-    def weighting_params(self) -> dict[str, Any]:
-        """Keyword parameters offered to the reward weighting (it takes those it declares)."""
-        return weighting_params(self)
 
     def delta_schedule(self) -> DeltaSchedule:
         """The gradient-mask threshold schedule (MECCA.md §5) from ``delta_*`` and the epoch size."""
@@ -237,23 +193,22 @@ class MECCAConfig(AlgorithmConfig):
             per_epoch = int((self.env_config or {}).get("num_cases", 64))
         return DeltaSchedule(self.delta_start, self.delta_growth, self.delta_max, per_epoch)
 
-    def _resolved_weighting(self) -> Weighting:
-        if self.weighting is not None and self.weighting.name == self.reward_weighting:
-            return self.weighting
-        return get_weighting(self.reward_weighting)
+    def _resolved_label_provider(self) -> LabelProvider | None:
+        """``label_provider``, else simulated labels (MECCA.md §5) or the env's labels only."""
+        if self.label_provider is not None:
+            return self.label_provider
+        return SimulatedLabelProvider(self.delta_start) if self.simulated_labels else None
+
+    def _returns_lambda(self) -> float | None:
+        return self.gae_lambda
+
+    def _module_terms(self) -> str:
+        return "loss" if self.one_forward else "connector"
 
     def validate(self) -> None:
         super().validate()
         if not self.enable_rl_module_and_learner or not self.enable_env_runner_and_connector_v2:
             self._value_error("MECCA runs on RLlib's new API stack only")
-        if self.batch_mode != "complete_episodes":
-            self._value_error(f"MECCA needs batch_mode='complete_episodes', got {self.batch_mode!r}")
-        try:
-            self._resolved_weighting()
-        except ValueError as err:
-            self._value_error(str(err))
-        if self.confidence_form not in ("paper", "focal"):
-            self._value_error(f"confidence_form must be 'paper' or 'focal', got {self.confidence_form!r}")
         if self.gae_lambda is not None and not 0.0 <= self.gae_lambda <= 1.0:
             self._value_error(f"gae_lambda must be None or in [0, 1], got {self.gae_lambda}")
         if not 0.0 <= self.gamma <= 1.0:
@@ -280,48 +235,10 @@ class MECCAConfig(AlgorithmConfig):
             self._value_error("agreement_episodes must be >= 0 and agreement_interval >= 1, got "
                               f"{self.agreement_episodes}, {self.agreement_interval}")
 
-    def get_default_rl_module_spec(self) -> RLModuleSpec:
-        return RLModuleSpec(module_class=MECCATorchRLModule)
-
     def get_default_learner_class(self):
         from mecca_rllib.policies.learner import MECCATorchLearner
 
         return MECCATorchLearner
-
-    @property
-    def _model_config_auto_includes(self) -> dict[str, Any]:
-        env_config = self.env_config or {}
-        shape = env_config.get("shape")
-        return super()._model_config_auto_includes | DEFAULT_MODEL_CONFIG | {
-            "shape": tuple(int(s) for s in shape) if shape is not None else None,
-            # The hint kernel the policy saw in training; sessions draw hints the same way.
-            "hint_kernel": int(env_config.get("hint_kernel", ENV_DEFAULTS["hint_kernel"])),
-            "hint_channels": int(env_config.get("hint_channels", ENV_DEFAULTS["hint_channels"])),
-        }
-
-    def build_learner_connector(self, input_observation_space, input_action_space, device=None):
-        pipeline = super().build_learner_connector(
-            input_observation_space=input_observation_space,
-            input_action_space=input_action_space,
-            device=device,
-        )
-        pipeline.append(
-            AddMECCATrainColumns(
-                gamma=self.gamma,
-                gae_lambda=self.gae_lambda,
-                reward_weighting=self._resolved_weighting(),
-                weighting_params=self.weighting_params,
-                voxel_mean_reward=self.voxel_mean_reward,
-                label_provider=self._resolved_label_provider(),
-                module_terms="loss" if self.one_forward else "connector",
-            )
-        )
-        return pipeline
-
-    def _resolved_label_provider(self) -> LabelProvider | None:
-        if self.label_provider is not None:
-            return self.label_provider
-        return SimulatedLabelProvider(self.delta_start) if self.simulated_labels else None
 
 
 class MECCA(Algorithm):
@@ -330,6 +247,27 @@ class MECCA(Algorithm):
     @classmethod
     def get_default_config(cls) -> MECCAConfig:
         return MECCAConfig()
+
+    def setup(self, config: MECCAConfig) -> None:
+        super().setup(config)
+        if self.config.init_from:
+            self.warm_start(self.config.init_from)
+
+    def warm_start(self, path: str) -> None:
+        """Load a P-Net warm-start file into the policy trunk and heads of every learner
+        and env runner (``policies/warm_start.py``); the confidence net is untouched."""
+        from ray.rllib.core import DEFAULT_MODULE_ID
+
+        from mecca_rllib.policies.warm_start import load_warm_start, warm_start_state
+
+        model = {**DEFAULT_MODEL_CONFIG, **(self.config.model_config or {})}
+        state = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
+        state = warm_start_state(state, load_warm_start(path), width=int(model["width"]),
+                                 dilations=model["dilations"], source=path)
+        self.learner_group.set_weights({DEFAULT_MODULE_ID: state})
+        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
+                                           inference_only=True)
+        logger.info("MECCA: policy trunk and heads initialised from %s", path)
 
     def training_step(self) -> None:
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):

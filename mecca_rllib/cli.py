@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from mecca_rllib._version import __version__
+from mecca_rllib.data.errors import NonFiniteError
 
 # Modules that contribute subcommands; a missing module is skipped (not yet built).
 SUBCOMMAND_MODULES = (
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (CLIError, ValueError, FileNotFoundError) as err:
+        if isinstance(err, NonFiniteError) and hasattr(args, "nonfinite"):
+            err = err.with_option("--nonfinite clean")  # the option this command has
         print(f"mecca {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -1,20 +1,21 @@
 """Run a MECCA module on the interactive environment and record what happened.
 
-Used by ``mecca train`` (trained vs untrained table and plot), by the interaction guide
-and by ``mecca evaluate``.
+Used by ``mecca train`` (trained vs untrained table and plot), the interaction guide and
+the learning benchmarks. ``mecca evaluate`` runs the paper's protocol instead
+(:mod:`mecca_rllib.bench.protocol`); both play through :mod:`mecca_rllib.envs.rollout`.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-AdviceFn = Callable[[np.ndarray, np.ndarray, int], "np.ndarray | None"]
-"""``advice_fn(obs (3, D, H, W), confidence (D, H, W), step) -> bool mask (D, H, W) | None``."""
+from mecca_rllib.envs.rollout import AdviceFn, EnvEpisode, play_episode, policy_step
+
+__all__ = ["AdviceFn", "EpisodeTrace", "dice_table", "evaluate", "run_episode"]
 
 
 @dataclass
@@ -26,19 +27,9 @@ class EpisodeTrace:
     probabilities: np.ndarray  # float32 (T+1, D, H, W): p after reset and after each step
     dice: np.ndarray  # (T+1,)
     clicks: np.ndarray  # int (K, 3)
-    policy_ms: np.ndarray  # (T,) module forward time per step, milliseconds
+    policy_ms: np.ndarray  # (T,) module step time (forward, action choice, new p), milliseconds
 
 
-def _choose(logits: torch.Tensor, explore: bool, generator: torch.Generator) -> torch.Tensor:
-    """uint8 action indices ``(B, D, H, W)`` from logits ``(B, 6, D, H, W)``: argmax, or a
-    categorical sample (Gumbel-max with ``generator``, so no global RNG is touched)."""
-    if explore:
-        u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype)
-        logits = logits - torch.log(-torch.log(u.clamp_min(1e-20)))
-    return logits.argmax(dim=1).to(torch.uint8)
-
-
-@torch.no_grad()
 def run_episode(
     module: Any,
     env: Any,
@@ -53,36 +44,28 @@ def run_episode(
     ``explore=False`` takes the argmax action of every voxel; ``True`` samples (seeded by
     ``seed``). With ``advice_fn``, the confidence of the chosen actions is computed and the
     mask it returns goes to ``env.set_advice(mask)`` before the env's next clicks (guided
-    mode). ``options`` are passed to ``env.reset`` (e.g. ``{"case": 3}``).
+    mode). ``options`` are passed to ``env.reset`` (e.g. ``{"case": 3}``). The loop is the
+    rollout core's :func:`~mecca_rllib.envs.rollout.play_episode`.
     """
     was_training = module.training
     module.eval()
-    generator = torch.Generator().manual_seed(int(seed))
+    policy = partial(policy_step, module, explore=explore,
+                     generator=torch.Generator().manual_seed(int(seed)))
     try:
-        obs, info = env.reset(seed=int(seed), options=options)
-        probs, dice, times = [obs[1].copy()], [float(info["dice"])], []
-        done = False
-        step = 0
-        while not done:
-            x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))[None]
-            start = time.perf_counter()
-            action = _choose(module.policy_logits(x), explore, generator)
-            times.append((time.perf_counter() - start) * 1000.0)
-            if advice_fn is not None:
-                conf = module.confidence(x, module.action_values_of(action))[0].numpy()
-                env.set_advice(advice_fn(obs, conf, step))
-            obs, _, terminated, truncated, info = env.step(action[0].numpy())
-            probs.append(obs[1].copy())
-            dice.append(float(info["dice"]))
-            done = terminated or truncated
-            step += 1
+        episode = EnvEpisode(env, seed=int(seed), options=options)
+        probs, dice = [episode.obs[1].copy()], [float(episode.info["dice"])]
+        records = play_episode(episode, policy, advice_fn=advice_fn)
+        for rec in records:
+            probs.append(rec.out.p)
+            dice.append(float(rec.info["dice"]))
+        info = episode.info
         return EpisodeTrace(
             case=str(info.get("case", "")),
             label=np.asarray(env.label, dtype=np.uint8),
             probabilities=np.stack(probs).astype(np.float32),
             dice=np.asarray(dice),
             clicks=np.asarray(info.get("clicks", np.zeros((0, 3), int))),
-            policy_ms=np.asarray(times),
+            policy_ms=np.asarray([rec.policy_ms for rec in records]),
         )
     finally:
         if was_training:

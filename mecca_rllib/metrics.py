@@ -10,7 +10,10 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["dice", "surface", "assd", "misunderstanding_rate", "noc"]
+__all__ = ["NOC_THRESHOLDS", "dice", "surface", "assd", "misunderstanding_rate", "noc"]
+
+#: The Dice thresholds NoC is reported at (NoC@85, NoC@90; MECCA.md §6).
+NOC_THRESHOLDS = (0.85, 0.90)
 
 # 6-connectivity (face neighbours) in 3D; the 2D/1D analogue for other ranks.
 _FACE = {rank: ndimage.generate_binary_structure(rank, 1) for rank in (1, 2, 3)}

@@ -7,11 +7,18 @@
   ``hint_channels=2``) and write ``segmentation``,
   ``probability``, ``confidence`` and ``advice`` NIfTIs on the input's grid, affine and
   header, ``advice.json`` (where to click next) and ``overlay.png``.
-- ``evaluate``: the paper's protocol (MECCA.md §6): 25 clicks, then 5 per step, T = 5,
-  5 repeats with different seeds; Dice and ASSD (voxels) mean +/- std per step,
-  misunderstanding rate per step, NoC@85/90 and time per interaction; ``--guided``
-  restricts the simulated clicks to the advice regions (MECCA.md §4).
-- ``export``: write the module of an Algorithm checkpoint as a small inference folder.
+- ``evaluate``: the paper's protocol (MECCA.md §6), the benchmark's own
+  (``bench.protocol.evaluate_method`` with ``Protocol(seed=--seed)``, so ``mecca bench``'s
+  protocol gives the same numbers for the same checkpoint and seed): 25 clicks, then 5 per
+  step, T = 5, 5 repeats with different click seeds; Dice and ASSD (voxels) mean +/- std
+  per step, misunderstanding rate per step, NoC@85/90 and time per interaction
+  (``bench.report.summarize``); ``--guided`` restricts the simulated clicks to the advice
+  regions (MECCA.md §4).
+- ``export``: write the module of a checkpoint as a deployable folder (``--format torch`` or
+  ``openvino``, ``mecca_rllib.inference.export``): weights, model config, training shape,
+  hint kernel and channels in ``manifest.json``; sessions load it without Ray.
+
+``--backend`` (segment, evaluate) chooses what runs the nets (``mecca_rllib.inference``).
 
 Output folders are written atomically: every file goes into a temporary sibling folder that
 is moved into place at the end, so an interrupted run leaves no half-written file.
@@ -21,16 +28,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["register", "read_clicks", "summarize", "format_summary", "StepStats", "Summary"]
+from mecca_rllib.bench.report import StepStats, Summary, format_summary, summarize
+
+__all__ = ["register", "read_clicks"]
 
 SEGMENT_FILES = ("segmentation.nii.gz", "probability.nii.gz", "confidence.nii.gz", "advice.nii.gz")
 
@@ -96,8 +102,7 @@ def read_clicks(
 
 # ---------------------------------------------------------------------------- segment
 def _segment(args: argparse.Namespace) -> int:
-    import nibabel as nib
-
+    from mecca_rllib.data.nifti import save_like
     from mecca_rllib.session import InteractiveSession
 
     image = Path(args.image)
@@ -106,11 +111,11 @@ def _segment(args: argparse.Namespace) -> int:
     _check_out(args.out, args.overwrite)
     session = InteractiveSession.from_checkpoint(
         args.checkpoint, explore=args.explore, seed=args.seed, k=args.k,
-        hint_kernel=args.hint_kernel, roi_margin=args.roi_margin,
+        hint_kernel=args.hint_kernel, roi_margin=args.roi_margin, backend=args.backend,
     )  # fmt: skip
     roi = None if args.roi is None else np.asarray(args.roi).reshape(3, 2)
     channel = int(args.channel) if args.channel is not None and args.channel.isdigit() else args.channel
-    session.start(image, roi=roi, channel=channel)
+    session.start(image, roi=roi, channel=channel, nonfinite=args.nonfinite)
     world_to_voxel = np.linalg.inv(session.volume.original_affine) if args.mm else None
     steps = read_clicks(args.clicks, world_to_voxel=world_to_voxel)
     for s, (points, foreground) in enumerate(steps, start=1):
@@ -137,12 +142,8 @@ def _segment(args: argparse.Namespace) -> int:
     def fill(tmp: Path) -> None:
         arrays = (result.segmentation, result.probability, result.confidence, result.advice)
         dtypes = (np.uint8, np.float32, np.float32, np.uint8)
-        for name, array, dtype in zip(SEGMENT_FILES, arrays, dtypes):
-            header = volume.header.copy()
-            img = nib.Nifti1Image(np.asarray(array, dtype=dtype), volume.original_affine, header=header)
-            img.set_data_dtype(dtype)
-            img.header.set_slope_inter(1.0, 0.0)
-            nib.save(img, tmp / name)
+        for name, array, dtype in zip(SEGMENT_FILES, arrays, dtypes):  # the input's grid and header
+            save_like(volume.to_dhw(array), volume, tmp / name, dtype=dtype)
         advice = _advice_json(result, volume.original_affine)
         (tmp / "advice.json").write_text(json.dumps(advice, indent=2) + "\n")
         _overlay_png(session, result, tmp / "overlay.png")
@@ -211,99 +212,7 @@ def _overlay_png(session: Any, result: Any, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- evaluate
-@dataclass(frozen=True)
-class StepStats:
-    """Metrics of one interaction step over episodes x repeats."""
-
-    step: int
-    dice_mean: float
-    dice_std: float
-    assd_mean: float  # voxels, over episodes whose prediction and label both have a surface
-    assd_std: float
-    assd_undefined: int  # episodes with an empty prediction (ASSD infinite), left out above
-    misunderstanding_mean: float  # NaN at step 0
-    misunderstanding_std: float
-
-
-@dataclass(frozen=True)
-class Summary:
-    """``mecca evaluate`` results."""
-
-    steps: tuple[StepStats, ...]
-    episodes: int
-    noc85: tuple[float, float]  # mean, std (interactions; T + 1 when never reached)
-    noc90: tuple[float, float]
-    policy_ms: tuple[float, float]  # policy forward per interaction
-    guide_ms: tuple[float, float] | None  # advice regions per interaction (guided only)
-    dice: np.ndarray  # (episodes, T + 1)
-
-
-def summarize(traces: Sequence[Any], guide_ms: Sequence[float] | None = None) -> Summary:
-    """Per-step statistics of ``EpisodeTrace`` s (MECCA.md §6). ASSD is in voxels."""
-    from mecca_rllib.metrics import assd, misunderstanding_rate, noc
-
-    if not traces:
-        raise ValueError("no episodes to summarize")
-    dice = np.stack([t.dice for t in traces])  # (E, T + 1)
-    n_steps = dice.shape[1]
-    assd_all = np.array([[assd(t.probabilities[s] > 0.5, t.label) for s in range(n_steps)] for t in traces])
-    mis = np.full(dice.shape, np.nan)
-    for e, t in enumerate(traces):
-        for s in range(1, n_steps):
-            mis[e, s] = misunderstanding_rate(t.probabilities[s - 1], t.probabilities[s], t.label)
-    stats = []
-    for s in range(n_steps):
-        finite = assd_all[:, s][np.isfinite(assd_all[:, s])]
-        stats.append(StepStats(
-            step=s, dice_mean=float(dice[:, s].mean()), dice_std=float(dice[:, s].std()),
-            assd_mean=float(finite.mean()) if len(finite) else math.nan,
-            assd_std=float(finite.std()) if len(finite) else math.nan,
-            assd_undefined=int(len(traces) - len(finite)),
-            misunderstanding_mean=float(np.mean(mis[:, s])) if s else math.nan,
-            misunderstanding_std=float(np.std(mis[:, s])) if s else math.nan,
-        ))  # fmt: skip
-    policy = np.concatenate([t.policy_ms for t in traces])
-
-    def mean_std(values: np.ndarray) -> tuple[float, float]:
-        values = np.asarray(values, float)
-        return float(values.mean()), float(values.std())
-
-    return Summary(
-        steps=tuple(stats), episodes=len(traces),
-        noc85=mean_std(noc(dice[:, 1:], 0.85)), noc90=mean_std(noc(dice[:, 1:], 0.90)),
-        policy_ms=mean_std(policy),
-        guide_ms=mean_std(np.asarray(guide_ms)) if guide_ms else None, dice=dice,
-    )  # fmt: skip
-
-
-def format_summary(summary: Summary) -> str:
-    """The per-step table and the interaction figures as plain text."""
-    head = f"{'step':>4}  {'Dice (%)':>15}  {'ASSD (voxels)':>15}  {'misunderstood (%)':>17}"
-    lines = [head, "-" * len(head)]
-    for s in summary.steps:
-        assd = f"{s.assd_mean:6.2f} +/- {s.assd_std:5.2f}" if not math.isnan(s.assd_mean) else "n/a"
-        if s.assd_undefined:
-            assd += f" ({s.assd_undefined} empty)"
-        mis = (
-            f"{100 * s.misunderstanding_mean:6.2f} +/- {100 * s.misunderstanding_std:5.2f}"
-            if s.step else ""
-        )
-        dice = f"{100 * s.dice_mean:6.2f} +/- {100 * s.dice_std:5.2f}"
-        lines.append(f"{s.step:>4}  {dice}  {assd:>15}  {mis:>17}")
-    t_max = len(summary.steps) - 1
-    lines += [
-        f"episodes: {summary.episodes} (step 0 = after the first clicks, before any action)",
-        f"NoC@85: {summary.noc85[0]:.2f} +/- {summary.noc85[1]:.2f}   "
-        f"NoC@90: {summary.noc90[0]:.2f} +/- {summary.noc90[1]:.2f}   "
-        f"(interactions; {t_max + 1} = not reached in {t_max})",
-        f"time per interaction: policy {summary.policy_ms[0]:.1f} +/- {summary.policy_ms[1]:.1f} ms",
-    ]
-    if summary.guide_ms is not None:
-        lines[-1] += f", guide {summary.guide_ms[0]:.1f} +/- {summary.guide_ms[1]:.1f} ms"
-    return "\n".join(lines)
-
-
-def _write_csvs(summary: Summary, traces: Sequence[Any], folder: Path) -> None:
+def _write_csvs(summary: Summary, result: Any, folder: Path) -> None:
     fields = list(StepStats.__dataclass_fields__)
     with open(folder / "per_step.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -313,9 +222,11 @@ def _write_csvs(summary: Summary, traces: Sequence[Any], folder: Path) -> None:
     with open(folder / "episodes.csv", "w", newline="") as f:
         writer = csv.writer(f)
         n_steps = summary.dice.shape[1]
+        policy_ms = result.inference_ms.reshape(len(summary.dice), -1).mean(axis=1)
         writer.writerow(["episode", "case", *(f"dice_{s}" for s in range(n_steps)), "policy_ms"])
-        for e, t in enumerate(traces):
-            writer.writerow([e, t.case, *(f"{v:.6f}" for v in t.dice), f"{np.mean(t.policy_ms):.3f}"])
+        for e, (dice, ms) in enumerate(zip(summary.dice, policy_ms)):
+            case = result.cases[e % len(result.cases)]  # episodes in (repeat, case) order
+            writer.writerow([e, case, *(f"{v:.6f}" for v in dice), f"{ms:.3f}"])
 
 
 class _TimedAdvice:
@@ -332,11 +243,13 @@ class _TimedAdvice:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    """The benchmark's protocol (``bench.protocol.evaluate_method``) on one checkpoint."""
+    from mecca_rllib.baselines import ClickSchedule, ModuleSegmenter
+    from mecca_rllib.bench.protocol import Protocol, evaluate_method
     from mecca_rllib.data import open_source
-    from mecca_rllib.evaluation import evaluate
     from mecca_rllib.guide import make_advice_fn
-    from mecca_rllib.policies.checkpoints import load_rl_module
-    from mecca_rllib.session import training_hint_kernel, training_shape
+    from mecca_rllib.inference import load_inference_module, make_backend
+    from mecca_rllib.policies.checkpoints import training_hint_channels, training_hint_kernel, training_shape
 
     for name in ("repeats", "steps", "clicks_per_step", "num_cases", "hint_kernel"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -345,35 +258,32 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise _UsageError(f"--initial-clicks must be >= 0, got {args.initial_clicks}")
     if args.out:
         _check_out(args.out, args.overwrite)
-    module = load_rl_module(args.checkpoint)
+    module = load_inference_module(args.checkpoint).eval()
+    backend = make_backend(args.backend, module)
     shape = training_shape(module)
     source = open_source(args.data, shape, split=args.split, num_cases=args.num_cases, seed=args.split_seed)
-    env_config = {
-        "dataset": source, "shape": shape, "steps": args.steps,
-        "initial_clicks": args.initial_clicks, "clicks_per_step": args.clicks_per_step,
-        "click_mode": args.click_mode, "seed": args.seed,
-        "hint_kernel": training_hint_kernel(module) if args.hint_kernel is None else args.hint_kernel,
-        "hint_channels": module.hint_channels,
-    }  # fmt: skip
-    advice = _TimedAdvice(make_advice_fn(k=args.k)) if args.guided else None
-    n_cases = len(source)
-    print(f"{n_cases} case(s) x {args.repeats} repeat(s), shape {shape}, T = {args.steps}, "
-          f"{'guided' if args.guided else 'unguided'} clicks")  # fmt: skip
-    # Episode i plays case i mod n_cases with seed seed + i: repeats differ by their seeds.
-    traces = evaluate(
-        module, env_config, episodes=n_cases * args.repeats, seed=args.seed,
-        explore=args.explore, advice_fn=advice, progress=not args.no_progress,
+    schedule = ClickSchedule(
+        steps=args.steps, initial_clicks=args.initial_clicks, clicks_per_step=args.clicks_per_step,
+        click_mode=args.click_mode, hint_channels=training_hint_channels(module),
+        hint_kernel=training_hint_kernel(module) if args.hint_kernel is None else args.hint_kernel,
     )  # fmt: skip
-    summary = summarize(traces, advice.ms if advice else None)
+    advice = _TimedAdvice(make_advice_fn(k=args.k)) if args.guided else None
+    label = "MECCA guided" if args.guided else "MECCA"
+    print(f"{len(source)} case(s) x {args.repeats} repeat(s), shape {shape}, T = {args.steps}, "
+          f"{'guided' if args.guided else 'unguided'} clicks")  # fmt: skip
+    result = evaluate_method(
+        ModuleSegmenter(backend, label, explore=args.explore, seed=args.seed), source,
+        Protocol(schedule, repeats=args.repeats, seed=args.seed), advice_fn=advice,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    summary = summarize(result, advice.ms if advice else None)
     print(format_summary(summary))
     if args.out:
         from mecca_rllib.data.atomic import atomic_folder
         from mecca_rllib.plots import plot_dice_per_step
 
-        label = "MECCA guided" if args.guided else "MECCA"
-
         def fill(tmp: Path) -> None:
-            _write_csvs(summary, traces, tmp)
+            _write_csvs(summary, result, tmp)
             plot_dice_per_step({label: summary.dice}, tmp / "dice_per_step.png")
 
         out = atomic_folder(args.out, fill, replace_if=lambda p: args.overwrite)
@@ -383,12 +293,27 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- export
 def _export(args: argparse.Namespace) -> int:
-    from mecca_rllib.policies.checkpoints import export_rl_module
+    from mecca_rllib.inference import load_inference_module, save_export
 
+    checkpoint = args.checkpoint_option or args.checkpoint
+    if not checkpoint or (args.checkpoint_option and args.checkpoint
+                          and args.checkpoint_option != args.checkpoint):
+        raise _UsageError("give the checkpoint once: mecca export CKPT --out DIR (or --checkpoint CKPT)")
     _check_out(args.out, args.overwrite)
-    path = export_rl_module(args.checkpoint, args.out)
-    print(f"exported the MECCA module of {args.checkpoint} to {path}")
+    path = save_export(load_inference_module(checkpoint), args.out, format=args.format,
+                       overwrite=args.overwrite)
+    print(f"exported the MECCA module of {checkpoint} to {path} ({args.format} format)")
     return 0
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` (required) and ``--backend``: the trained model and what runs it."""
+    from mecca_rllib.inference.backends import CLI_BACKENDS
+
+    p.add_argument("--checkpoint", required=True, help="Algorithm checkpoint or exported module folder")
+    p.add_argument("--backend", choices=CLI_BACKENDS, default="torch",
+                   help="what runs the nets: torch (fp32, default), torch-bf16, openvino[-bf16] "
+                   "(pip install mecca-rllib[openvino]) or auto (the fastest available here)")
 
 
 # ---------------------------------------------------------------------------- parsers
@@ -413,7 +338,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and write segmentation/probability/confidence/advice NIfTIs, advice.json and overlay.png.",
     )  # fmt: skip
     p.add_argument("image", help="input NIfTI (.nii or .nii.gz)")
-    p.add_argument("--checkpoint", required=True, help="Algorithm checkpoint or exported module folder")
+    add_model_options(p)
     p.add_argument("--clicks", required=True, help='clicks JSON: [[[i, j, k], ...], ...] (one list per step); '
                    '{"point": [i, j, k], "foreground": false} marks a background click')
     p.add_argument("--out", required=True, help="output folder (written atomically)")
@@ -423,6 +348,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--roi-margin", type=int, default=6,
                    help="voxels added around the first clicks when no --roi is given (default 6)")
     p.add_argument("--channel", default=None, help="channel index or name of a 4D image")
+    p.add_argument("--nonfinite", choices=("raise", "clean"), default="raise",
+                   help="NaN/Inf in the image: fail (default) or replace by the finite min/max")
     p.add_argument("--k", type=int, default=5, help="number of advice regions (default 5)")
     p.add_argument("--hint-kernel", type=int, default=None,
                    help="hint kernel in network voxels (default: the checkpoint's training value)")
@@ -436,7 +363,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Evaluate a checkpoint with simulated clicks (MECCA.md §6): 25 clicks, then 5 per "
         "step, T = 5, 5 repeats with different seeds.",
     )  # fmt: skip
-    p.add_argument("--checkpoint", required=True, help="Algorithm checkpoint or exported module folder")
+    add_model_options(p)
     p.add_argument("--data", required=True, help="dataset folder, cache folder, or 'synthetic'")
     p.add_argument("--split", choices=("test", "train", "all"), default="test",
                    help="cases to evaluate (default: the seeded test split)")
@@ -452,14 +379,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guided", action="store_true", help="simulated clicks only inside the advice regions")
     p.add_argument("--k", type=int, default=5, help="number of advice regions with --guided (default 5)")
     p.add_argument("--explore", action="store_true", help="sample actions instead of the argmax")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the episodes")
+    p.add_argument("--seed", type=int, default=0,
+                   help="root seed of the protocol's click and crop streams (as mecca bench's "
+                   "Protocol(seed=...)) and of --explore sampling")
     p.add_argument("--out", default=None, help="folder for per_step.csv, episodes.csv, dice_per_step.png")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_guarded(_evaluate))
 
-    p = subparsers.add_parser("export", help="export the MECCA module of a checkpoint for inference")
-    p.add_argument("--checkpoint", required=True, help="Algorithm checkpoint (or RLModule) folder")
-    p.add_argument("--out", required=True, help="output folder (mecca_module.json + weights.pt)")
+    p = subparsers.add_parser("export", help="export the MECCA module of a checkpoint for deployment")
+    p.add_argument("checkpoint", nargs="?", default=None, help="Algorithm checkpoint, RLModule or export folder")
+    p.add_argument("--checkpoint", dest="checkpoint_option", default=None, help="the same as CKPT")
+    p.add_argument("--format", choices=("torch", "openvino"), default="torch",
+                   help="torch (default: manifest.json + weights.pt, also an RLModule export) or "
+                   "openvino (+ OpenVINO IR; pip install mecca-rllib[openvino])")
+    p.add_argument("--out", required=True, help="output folder (manifest.json, weights.pt, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(func=_guarded(_export))

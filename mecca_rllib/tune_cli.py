@@ -25,33 +25,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ray.rllib.callbacks.callbacks import RLlibCallback
-
 TUNE_CONFIGS_ENV = "MECCA_TUNE_CONFIGS"
 # Config keys printed for the best trial (the rest of the RLlib config is in its params.json).
 BEST_CONFIG_KEYS = ("alpha", "beta", "confidence_form", "reward_weighting", "lr", "gamma",
                     "gae_lambda", "entropy_coeff", "clip_param", "delta_start", "delta_growth",
                     "delta_max", "num_learners", "num_gpus_per_learner", "num_env_runners",
                     "env_config", "_model_config")
-FINAL_DICE_KEY = "dice_final"  # env-runner metric; in results at evaluation/env_runners/dice_final
-
-
-class FinalDiceCallback(RLlibCallback):
-    """Logs each episode's Dice after its last step (``info["dice"]``) as the env-runner
-    metric ``dice_final``: mean over the last ``evaluation_duration`` episodes on an
-    evaluation runner (one evaluation round), over ``metrics_num_episodes_for_smoothing``
-    episodes otherwise."""
-
-    def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, **kwargs) -> None:
-        dice = episode.get_infos(-1).get("dice")
-        if metrics_logger is None or dice is None:
-            return
-        window = 100
-        if env_runner is not None:
-            cfg = env_runner.config
-            evaluating = cfg.in_evaluation and cfg.evaluation_duration_unit == "episodes"
-            window = int(cfg.evaluation_duration if evaluating else cfg.metrics_num_episodes_for_smoothing)
-        metrics_logger.log_value(FINAL_DICE_KEY, float(dice), reduce="mean", window=max(window, 1))
 
 
 # ------------------------------------------------------------------------ config loading
@@ -99,14 +78,14 @@ def load_config_module(config: str) -> ModuleType:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["training.lr=3e-4", ...]`` -> ``{"training.lr": 3e-4}`` (values parsed as in ``mecca train``)."""
-    from mecca_rllib.train import _parse_value
+    from mecca_rllib.train import parse_value
 
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--override {item!r}: expected KEY=VALUE, e.g. training.lr=3e-4")
-        out[key.strip()] = _parse_value(value.strip())
+        out[key.strip()] = parse_value(value.strip())
     return out
 
 
@@ -178,6 +157,8 @@ def _main(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mecca tune`` to the ``mecca`` command line."""
+    from mecca_rllib.train import add_config_options
+
     p = subparsers.add_parser(
         "tune",
         help="run a Ray Tune sweep from tune_configs/ (alpha_beta_sweep, ppo_swap, ...)",
@@ -185,8 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", metavar="CONFIG", help="bare name in tune_configs/ or a .py file")
-    p.add_argument("--override", action="append", metavar="KEY=VALUE",
-                   help="train-config setting, e.g. training.lr=3e-4 (repeatable)")
+    add_config_options(p, preset=False)
     p.add_argument("--storage", default=None, help="Tune storage path (default: ~/mecca_tune)")
     p.add_argument("--resume", action="store_true", help="restore the interrupted experiment")
     p.add_argument("--smoke", action="store_true",

@@ -179,3 +179,32 @@ def test_model_config_records_the_training_shape_and_hint_kernel():
     config = MECCAConfig().environment("mecca_seg", env_config={"shape": (8, 16, 16), "hint_kernel": 4})
     assert config.model_config["shape"] == (8, 16, 16)
     assert config.model_config["hint_kernel"] == 4
+
+
+def test_init_from_starts_learner_and_env_runner_from_a_pretrained_pnet(ray_session, tmp_path):
+    """``mecca pretrain``'s file (prepare_warm_start) reaches every copy of the policy."""
+    from mecca_rllib.baselines import PNet
+    from mecca_rllib.envs import ACTION_VALUES
+    from mecca_rllib.policies.warm_start import load_warm_start
+    from mecca_rllib.train import prepare_warm_start
+
+    config = {"env_config": dict(ENV), "model_config": dict(MODEL), "seed": 0,
+              "training": {"lr": 1e-3}, "warm_start": {"env_steps": 6}}
+    prepared = prepare_warm_start(config, tmp_path / "warm.pt")
+    path = prepared["training"]["init_from"]
+    assert path == str((tmp_path / "warm.pt").resolve()) and "init_from" not in config["training"]
+    warm = load_warm_start(path)
+    assert warm["meta"]["env_steps"] == 6 and warm["channels"] == [0, 1, 2]
+    net = PNet(3, MODEL["width"], MODEL["dilations"])
+    net.load_state_dict(warm["state_dict"])
+    algo = tiny_config(init_from=path).build_algo()
+    try:
+        obs = torch.randn(1, 3, *SHAPE, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            expected = torch.where(net(obs) > 0, int(np.argmax(ACTION_VALUES)), int(np.argmin(ACTION_VALUES)))
+        learner = _per_learner(algo, lambda m: m.policy_logits(obs).argmax(1))[0]
+        runner = algo.env_runner.module.policy_logits(obs).argmax(1)
+        assert torch.equal(learner, expected) and torch.equal(runner, expected)
+        algo.train()  # and RL goes on from there
+    finally:
+        algo.stop()

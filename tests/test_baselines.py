@@ -14,7 +14,7 @@ from mecca_rllib.baselines import (
     segmentation_loss,
     train_supervised,
 )
-from mecca_rllib.bench.budget import Budget
+from mecca_rllib.budget import Budget
 from mecca_rllib.data import open_source
 from mecca_rllib.envs import ACTION_VALUES, InteractiveSegEnv, boundary_map
 

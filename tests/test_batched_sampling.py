@@ -5,6 +5,7 @@ import torch
 from ray.rllib.core.columns import Columns
 
 import mecca_rllib  # noqa: F401  (registers "mecca_seg")
+from mecca_rllib.data.sources import VolumeSource
 from mecca_rllib.envs import InteractiveSegEnv
 from mecca_rllib.policies.connectors import (
     ADVANTAGES, CONF_LOSS_MASK, CONF_TARGETS, EPISODE_ID, EPISODE_STEP, LOSS_MASK, P_NEXT,
@@ -136,3 +137,39 @@ def test_one_forward_targets_equal_the_connector_pre_pass(weighting):
     )
     torch.testing.assert_close(adv, pre[ADVANTAGES], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(targets, pre[VALUE_TARGETS], rtol=1e-5, atol=1e-6)
+
+
+class _TinyAndLargeTargets(VolumeSource):
+    """Two cases: a 2-voxel target (fewer edge voxels than the user is asked to click)
+    and a large cube, so sub-envs report ``info["clicks"]`` of different lengths."""
+
+    names = ["tiny", "large"]
+    shape = SHAPE
+    labeled = np.ones(2, bool)
+
+    def get(self, index, rng):
+        label = np.zeros(SHAPE, np.uint8)
+        if self._check_index(index) == 0:
+            label[4, 8, 8:10] = 1
+        else:
+            label[2:6, 4:12, 4:12] = 1
+        image = label.astype(np.float32) + np.float32(0.1) * rng.standard_normal(SHAPE, np.float32)
+        return image, label
+
+
+def test_sub_envs_with_different_click_counts_sample_together():
+    """A small structure gets fewer clicks than asked for; batched sampling must not fail
+    to stack the sub-envs' infos (gymnasium sizes an info array by the first sub-env)."""
+    from mecca_rllib.algorithm import MECCAEnvRunner
+
+    config = _config(2).environment("mecca_seg", env_config={
+        **ENV, "dataset": _TinyAndLargeTargets(), "initial_clicks": 6, "augment": False})
+    runner = MECCAEnvRunner(config=config)
+    try:
+        episodes = runner.sample(num_episodes=2)
+    finally:
+        runner.stop()
+    clicks = {e.get_infos(0)["case"]: e.get_infos(-1)["clicks"] for e in episodes}
+    assert set(clicks) == {"tiny", "large"}
+    assert all(c.dtype == np.int32 and c.shape[1] == 3 for c in clicks.values())
+    assert len(clicks["tiny"]) < 6 + 2 * 2 <= len(clicks["large"])  # the tiny one got fewer

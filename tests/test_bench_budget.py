@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from mecca_rllib.bench.budget import Budget, parse_budget
+from mecca_rllib.budget import Budget, parse_budget
 
 
 @pytest.mark.parametrize("text, kind, amount", [

@@ -7,7 +7,7 @@ import torch
 
 from mecca_rllib.baselines import ClickSchedule
 from mecca_rllib.bench import commands
-from mecca_rllib.bench.budget import Budget
+from mecca_rllib.budget import Budget
 from mecca_rllib.bench.methods import TrainSettings, method_names, select_methods
 from mecca_rllib.bench.protocol import Protocol
 from mecca_rllib.bench.report import load_results

@@ -9,7 +9,7 @@ import pytest
 
 from mecca_rllib.cli import main
 from mecca_rllib.evaluation import EpisodeTrace
-from mecca_rllib.session_commands import format_summary, summarize
+from mecca_rllib.bench.report import format_summary, summarize
 
 NET_SHAPE = (8, 16, 16)
 FAST = ["--num-cases", "2", "--repeats", "2", "--steps", "2", "--initial-clicks", "6",
@@ -109,3 +109,33 @@ def test_evaluate_on_a_folder_and_a_cache_of_another_shape(checkpoint, tmp_path,
     rc = main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(cache), *FAST])
     err = capsys.readouterr().err
     assert rc == 2 and "(6, 12, 12)" in err and "(8, 16, 16)" in err
+
+
+def test_evaluate_and_the_benchmark_protocol_give_identical_dice(checkpoint, tmp_path, capsys):
+    """``mecca evaluate`` is the benchmark's protocol: same checkpoint and seed, same Dice."""
+    from mecca_rllib.baselines import ClickSchedule, ModuleSegmenter
+    from mecca_rllib.bench.protocol import Protocol, evaluate_method
+    from mecca_rllib.data import open_source
+    from mecca_rllib.policies.checkpoints import load_rl_module, training_hint_kernel
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--data", "synthetic", *FAST, "--seed", "7"]
+    assert main([*args, "--out", str(out)]) == 0
+    with open(out / "per_step.csv") as f:
+        cli_means = [float(r["dice_mean"]) for r in csv.DictReader(f)]
+    with open(out / "episodes.csv") as f:
+        episodes = list(csv.DictReader(f))
+    cli_dice = np.array([[float(e[f"dice_{t}"]) for t in range(3)] for e in episodes])
+
+    module = load_rl_module(checkpoint)
+    source = open_source("synthetic", NET_SHAPE, split="test", num_cases=2, seed=0)
+    schedule = ClickSchedule(steps=2, initial_clicks=6, clicks_per_step=2,
+                             hint_kernel=training_hint_kernel(module))
+    result = evaluate_method(ModuleSegmenter(module), source, Protocol(schedule, repeats=2, seed=7))
+    bench_dice = result.dice.reshape(-1, 3)  # (repeat, case) order, as episodes.csv
+    assert cli_means == [float(m) for m in bench_dice.mean(axis=0)]  # per-step Dice, exactly
+    np.testing.assert_allclose(cli_dice, bench_dice, rtol=0, atol=5e-7)  # per episode (6 digits)
+    assert [e["case"] for e in episodes] == [*result.cases, *result.cases]
+    # Another seed gives other clicks: the seed is the protocol's.
+    other = evaluate_method(ModuleSegmenter(module), source, Protocol(schedule, repeats=2, seed=8))
+    assert not np.array_equal(other.dice, result.dice)

@@ -101,3 +101,26 @@ def test_oracle_schedule_class_balance_and_step_metrics_reach_the_results(caplog
     assert set(collapsed) <= {0.0, 1.0}
     warned = [rec for rec in caplog.records if "policy collapse" in rec.getMessage()]
     assert bool(warned) == any(collapsed)
+
+
+def test_step_flips_counts_fixed_broken_and_oscillating_voxels():
+    """benchmarks/step_flips.py: a voxel that leaves its side and comes back is counted."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_flips.py"
+    spec = importlib.util.spec_from_file_location("step_flips", path)
+    step_flips = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_flips)
+
+    label = np.array([[[1, 1, 0, 0]]], np.uint8)  # (1, 1, 4)
+    p = np.array([[0.5, 0.5, 0.5, 0.5],   # reset
+                  [0.6, 0.4, 0.5, 0.5],   # step 1
+                  [0.5, 0.6, 0.5, 0.5],   # step 2: voxel 0 breaks (from 0.6), voxel 1 fixed
+                  [0.6, 0.6, 0.6, 0.5]],  # step 3: voxel 0 back (fixed), voxel 2 broken
+                 np.float32).reshape(4, 1, 1, 4)
+    rows = step_flips.flip_table([p], [label])
+    assert [r["transition"] for r in rows] == ["1 -> 2", "2 -> 3"]
+    assert rows[0]["fixed"] == 25 and rows[0]["broken"] == 25 and rows[0]["near_0.5"] == 100
+    assert rows[1]["fixed"] == 25 and rows[1]["broken"] == 25
+    assert rows[1]["back"] == 50  # of voxels 0 and 1 (changed at 1 -> 2), voxel 0 returns

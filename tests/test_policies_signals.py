@@ -137,15 +137,15 @@ def test_focal_prob_is_gain_of_focal_cross_entropy(inputs):
 
 def test_confidence_focal_and_paper_forms(inputs):
     w = rs.get_weighting("confidence")
-    focal = w(inputs, {"alpha": 0.8, "beta": 1.0, "confidence_form": "focal"})
+    focal = w(inputs, {"alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "confidence_gate": False})
     assert focal[0, 0].item() == pytest.approx(0.8 * 0.1 * _gain(0.3, 0.7, 1))
     assert focal[0, 1].item() == pytest.approx(0.8 * 0.8 * _gain(0.3, 0.1, 0))
-    paper = w(inputs, {"alpha": 0.8, "beta": 1.0, "confidence_form": "paper"})
+    paper = w(inputs, {"alpha": 0.8, "beta": 1.0, "confidence_form": "paper", "confidence_gate": False})
     # as printed, (alpha - c) < 0 for c = 0.9 > alpha: a good confident action is punished
     assert paper[0, 0].item() == pytest.approx(-0.1 * _gain(0.3, 0.7, 1))
     assert paper[0, 0] < 0
     assert paper[0, 1].item() == pytest.approx(0.6 * _gain(0.3, 0.1, 0))
-    squared = w(inputs, {"alpha": 0.8, "beta": 2.0, "confidence_form": "focal"})
+    squared = w(inputs, {"alpha": 0.8, "beta": 2.0, "confidence_form": "focal", "confidence_gate": False})
     assert squared[0, 1].item() == pytest.approx(0.8 * 0.64 * _gain(0.3, 0.1, 0))
 
 

@@ -74,6 +74,45 @@ def test_ppo_confidence_net_ignores_episodes_that_must_not_train_it():
     assert any(k.startswith("policy_head") and not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_appo_confidence_loss_gives_no_gradient_on_episodes_that_must_not_train_it():
+    """APPO (Learner and EnvRunner built directly, no Ray): the loss on a batch of such
+    episodes has zero gradient on the confidence net; with ``voxel_loss_mask`` in place of
+    ``conf_loss_mask`` (the old drift) it would not."""
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    from mecca_rllib.policies.connectors import CONF_LOSS_MASK, LOSS_MASK
+
+    config = _tiny(MECCAAPPOConfig().training(
+        self_adaptive_reward=True, label_provider=_simulated_labels, train_batch_size_per_learner=4,
+        lr=1e-3, confidence_lr=1e-2,
+    ))
+    runner = SingleAgentEnvRunner(config=config)
+    try:
+        learner = config.build_learner(env=runner.env)
+        episodes = runner.sample(num_episodes=2, random_actions=False)
+    finally:
+        runner.stop()
+    assert sorted(n for n, _ in learner.get_optimizers_for_module("default_policy")) == [
+        "confidence", "segmentation"]
+    batch = learner._learner_connector(rl_module=learner.module, batch={}, episodes=episodes,
+                                       shared_data={}, metrics=None)["default_policy"]
+    module = learner.module["default_policy"]
+    module_config = learner.config.get_config_for_module("default_policy")
+
+    def conf_grad(batch) -> float:
+        module.zero_grad()
+        loss = learner.compute_loss_for_module(module_id="default_policy", config=module_config,
+                                               batch=batch, fwd_out=module.forward_train(batch))
+        loss.backward()
+        grads = [p.grad for n, p in module.named_parameters() if n.startswith("confidence_net")]
+        return max(float(g.abs().max()) if g is not None else 0.0 for g in grads)
+
+    assert batch[Columns.OBS].shape[0] == 4 and float(batch[CONF_LOSS_MASK].sum()) == 0.0
+    assert conf_grad(batch) == 0.0
+    assert conf_grad({**batch, CONF_LOSS_MASK: batch[LOSS_MASK]}) > 0.0
+
+
 # ----------------------------------------------------------------------------- 2: hints
 @pytest.mark.parametrize("config_class", [MECCAPPOConfig, MECCAAPPOConfig])
 def test_module_records_the_env_hint_settings(config_class):

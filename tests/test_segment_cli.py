@@ -204,3 +204,54 @@ def test_read_clicks_converts_world_mm_and_reads_click_sides():
         bad = write_clicks(Path(tmp) / "bad.json", [[{"point": [1, 2, 3], "foreground": "no"}]])
         with pytest.raises(ValueError, match="step 1, point 1"):
             session_commands.read_clicks(bad)
+
+
+def test_nan_image_names_the_cli_flag_and_the_flag_cleans_it(tmp_path, scan, exported, capsys):
+    image, affine = scan
+    data = np.asarray(nib.load(image).dataobj).astype(np.float32)
+    data[0, 0, :2] = np.nan
+    nan_image = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), nan_image)
+    clicks = write_clicks(tmp_path / "clicks.json", CLICKS)
+    assert run_segment(nan_image, exported, clicks, tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "nan.nii.gz" in err and "2 NaN/Inf" in err and "--nonfinite clean" in err
+    assert "nonfinite='clean'" not in err  # the Python keyword is not what a CLI user has
+    assert not (tmp_path / "o").exists()
+    assert run_segment(nan_image, exported, clicks, tmp_path / "o", "--nonfinite", "clean") == 0
+    assert (tmp_path / "o" / "segmentation.nii.gz").is_file()
+
+
+def test_python_callers_are_told_the_keyword(tmp_path, scan, exported):
+    from mecca_rllib.data.errors import NonFiniteError
+
+    image, affine = scan
+    data = np.asarray(nib.load(image).dataobj).astype(np.float32)
+    data[1, 1, 1] = np.inf
+    path = tmp_path / "inf.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    session = InteractiveSession.from_checkpoint(exported)
+    with pytest.raises(NonFiniteError, match=r"inf\.nii\.gz: 1 NaN/Inf voxel.*nonfinite='clean'"):
+        session.start(path)
+    session.start(path, nonfinite="clean")
+    assert np.isfinite(session.volume.array).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_segment_takes_a_backend(tmp_path, scan, exported, backend, capsys):
+    image, _ = scan
+    clicks = write_clicks(tmp_path / "c.json", CLICKS)
+    assert run_segment(image, exported, clicks, tmp_path / backend, "--backend", backend) == 0
+    assert "step 2:" in capsys.readouterr().out
+    assert (tmp_path / backend / "segmentation.nii.gz").is_file()
+
+
+def test_segment_with_an_unavailable_backend_names_the_extra(tmp_path, scan, exported, capsys, monkeypatch):
+    from mecca_rllib.inference import backends
+
+    monkeypatch.setattr(backends, "openvino_installed", lambda: False)
+    image, _ = scan
+    clicks = write_clicks(tmp_path / "c.json", CLICKS)
+    assert run_segment(image, exported, clicks, tmp_path / "o", "--backend", "openvino") == 2
+    assert "pip install mecca-rllib[openvino]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -284,7 +284,7 @@ def test_real_module_argmax_is_deterministic_and_sampling_is_seeded(make_tiny_mo
 def test_roi_grid_resampling_matches_scikit_image_and_brute_force(box):
     from skimage.transform import resize
 
-    from mecca_rllib.session import RoiGrid
+    from mecca_rllib.data.preprocess import RoiGrid
 
     grid = RoiGrid(box=np.array(box), shape=NET_SHAPE)  # up- and down-sampling boxes
     size = tuple(grid.size.tolist())
@@ -345,3 +345,25 @@ def test_split_hint_model_needs_the_click_side_and_keeps_it_through_undo(make_ti
     session.undo()
     session.step()
     torch.testing.assert_close(seen[-1][0, 2:], obs[2:])  # the sides survive undo
+
+
+def test_messages_print_plain_numbers():
+    """Shapes and boxes in messages read ``(2, 2, 2)``, never ``(np.int64(2), ...)``."""
+    session = InteractiveSession(ImagePolicy())
+    session.start(np.zeros((2, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"outside the volume of shape \(2, 2, 2\)$") as err:
+        session.click([[5, 0, 0]])
+    assert "np." not in str(err.value)
+    with pytest.raises(ValueError, match=r"roi \[\[0, 3\], \[0, 2\], \[0, 2\]\] is empty or outside "
+                                         r"the volume of shape \(2, 2, 2\)$"):
+        session.start(np.zeros((2, 2, 2), np.float32), roi=[[0, 3], [0, 2], [0, 2]])
+
+
+def test_backend_keyword_defaults_to_fp32_torch_and_refuses_unknown_names(make_tiny_module):
+    from mecca_rllib.session import InteractiveSession as Session
+
+    module = make_tiny_module()
+    assert Session(module).backend.name == "torch"
+    assert Session(module, backend="torch").backend.module is module
+    with pytest.raises(ValueError, match="unknown inference backend 'fast'"):
+        Session(module, backend="fast")

@@ -14,7 +14,7 @@ The metric every sweep optimises is :data:`METRIC`: the mean final-step Dice of
 deterministic (argmax) episodes on held-out volumes (``split="test"``, see
 ``mecca_rllib.train.held_out_env_config``), produced by RLlib's evaluation every
 :data:`EVAL_EVERY` iterations (``evaluation_interval``) and logged per episode by
-``mecca_rllib.tune_cli.FinalDiceCallback``.
+``mecca_rllib.callbacks.FinalDiceCallback``.
 
 ``smoke=True`` (``mecca tune --smoke``): shape (8, 16, 16), at most 2 trials, 1 iteration
 each, no GPUs, ``num_env_runners=0``, ``num_learners=0``.
@@ -27,7 +27,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mecca_rllib.train import PRESETS, SECTIONS, build_algorithm_config, held_out_env_config
+from mecca_rllib.train import (PRESETS, SECTIONS, apply_train_config, build_algorithm_config,
+                               held_out_env_config)
 
 METRIC = "evaluation/env_runners/dice_final"  # flattened Tune result key, see FinalDiceCallback
 MODE = "max"
@@ -85,23 +86,12 @@ def smoke_train_config(config: dict[str, Any]) -> dict[str, Any]:
 def configure(algo_config, train_config: Mapping[str, Any]):
     """Apply a train config's sections to any ``AlgorithmConfig`` (PPO, APPO, ...), as
     ``mecca_rllib.train.build_algorithm_config`` does for ``MECCAConfig``."""
-    algo_config = (
-        algo_config
-        .environment("mecca_seg", env_config=dict(train_config.get("env_config", {})))
-        .rl_module(model_config=dict(train_config.get("model_config", {})))
-        .training(**train_config.get("training", {}))
-        .env_runners(**train_config.get("env_runners", {}))
-        .learners(**train_config.get("learners", {}))
-        .debugging(seed=train_config.get("seed", 0))
-    )
-    if train_config.get("resources"):
-        algo_config.resources(**train_config["resources"])
-    return algo_config
+    return apply_train_config(algo_config, train_config)
 
 
 def with_evaluation(algo_config, train_config: Mapping[str, Any], *, every: int):
     """Add held-out, deterministic evaluation every ``every`` iterations and the Dice callback."""
-    from mecca_rllib.tune_cli import FinalDiceCallback
+    from mecca_rllib.callbacks import FinalDiceCallback
 
     episodes = int(train_config.get("evaluation", {}).get("episodes", 16))
     return (

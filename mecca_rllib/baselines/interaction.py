@@ -1,11 +1,14 @@
 """One volume's interaction state, shared by the benchmark protocol and the supervised
-trainers: the environment's own simulated user and hint map (MECCA.md §1), never a copy.
+trainers: the environment's own simulated user and hint maps (MECCA.md §1), never a copy.
 
 The state mirrors :class:`~mecca_rllib.envs.InteractiveSegEnv`: the observation is
-``(3, D, H, W)`` float32 = (image, p, hint), ``p = 0.5`` everywhere at the start, the user
+``(2 + C, D, H, W)`` float32 = (image, p, C hint channels: one map of all clicks, or with
+``hint_channels=2`` foreground and background clicks apart, the click's side read from the
+label as the env does), ``p = 0.5`` everywhere at the start, the user
 places ``initial_clicks`` where ``p > 0.5`` is wrong, then ``clicks_per_step`` more after
 every interaction step but the last. What differs is who updates ``p``: any method may set
-it (a supervised network predicts it outright; MECCA adds its action values).
+it (a supervised network predicts it outright; MECCA adds its action values). An
+:class:`Interaction` is an episode of :func:`mecca_rllib.envs.rollout.play_episode`.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from mecca_rllib.envs import DEFAULT_CONFIG, HintMap, SimulatedUser
+from mecca_rllib.envs import DEFAULT_CONFIG, ClickHints, SimulatedUser
+from mecca_rllib.envs.rollout import StepOutput
 
 __all__ = ["ClickSchedule", "Interaction"]
 
@@ -30,6 +34,7 @@ class ClickSchedule:
         clicks_per_step: clicks after every later step (5).
         click_mode: ``"edge"`` (the paper) or ``"largest_error"``.
         hint_kernel: Gaussian hint kernel in voxels (8).
+        hint_channels: 1 (all clicks in one map, the paper) or 2 (foreground/background).
     """
 
     steps: int = int(DEFAULT_CONFIG["steps"])
@@ -37,6 +42,7 @@ class ClickSchedule:
     clicks_per_step: int = int(DEFAULT_CONFIG["clicks_per_step"])
     click_mode: str = str(DEFAULT_CONFIG["click_mode"])
     hint_kernel: int = int(DEFAULT_CONFIG["hint_kernel"])
+    hint_channels: int = int(DEFAULT_CONFIG["hint_channels"])
 
     def env_config(self) -> dict[str, Any]:
         """The same schedule as ``InteractiveSegEnv`` config keys."""
@@ -58,8 +64,8 @@ class Interaction:
         rng: the click stream (edge clicks start at a random point); the same stream gives
             the same first clicks to every method.
 
-    ``obs`` is the current ``(3, D, H, W)`` observation; the initial clicks are placed at
-    construction (against ``p = 0.5``, i.e. an empty segmentation).
+    ``obs`` is the current ``(2 + C, D, H, W)`` observation; the initial clicks are placed
+    at construction (against ``p = 0.5``, i.e. an empty segmentation).
     """
 
     def __init__(self, image: np.ndarray, label: np.ndarray, schedule: ClickSchedule,
@@ -70,10 +76,13 @@ class Interaction:
                              "(D, H, W) shape")
         self.schedule = schedule
         self.label = np.asarray(label, dtype=np.uint8)
-        self.obs = np.empty((3, *image.shape), np.float32)
+        self.steps = int(schedule.steps)
+        self.step = 0
+        self.obs = np.empty((2 + int(schedule.hint_channels), *image.shape), np.float32)
         self.obs[0] = image
         self.obs[1] = 0.5  # MECCA.md §1: p_i(0) = 0.5
-        self._hints = HintMap(image.shape, schedule.hint_kernel, out=self.obs[2])
+        self._hints = ClickHints(image.shape, schedule.hint_kernel, schedule.hint_channels,
+                                 out=self.obs[2:])
         self._user = SimulatedUser(schedule.click_mode)
         self._user.start(self.label)
         self._rng = rng
@@ -98,7 +107,16 @@ class Interaction:
         to ``advice`` (bool ``(D, H, W)``) when given; returns them, int32 ``(k, 3)``."""
         return self._place(self.schedule.clicks_per_step, advice)
 
+    def advance(self, out: StepOutput, advice: np.ndarray | None = None) -> dict:
+        """One interaction step (the rollout's episode interface): ``p`` becomes ``out.p``,
+        then, unless it was the last step, the user clicks (restricted to ``advice``)."""
+        self.set_p(out.p)
+        self.step += 1
+        if self.step < self.steps:
+            self.click(advice)
+        return {}
+
     def _place(self, n: int, advice: np.ndarray | None) -> np.ndarray:
         points = self._user.click(self.obs[1] > 0.5, n, self._rng, advice=advice)
-        self._hints.add(points)
+        self._hints.add(points, foreground=self.label[tuple(points.T)] > 0)
         return points

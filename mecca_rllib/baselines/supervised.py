@@ -15,7 +15,8 @@ convolution giving one foreground logit per voxel. They differ in their input ch
 
 Loss: binary cross-entropy + soft Dice of the foreground probability (both per volume).
 Clicks come from :class:`~mecca_rllib.baselines.interaction.Interaction` (the env's
-simulated user and hint map); budgets from :mod:`mecca_rllib.bench.budget`.
+simulated user and hint map) and the rollout core's :func:`~mecca_rllib.envs.rollout.play_episode`;
+budgets from :mod:`mecca_rllib.budget`.
 """
 from __future__ import annotations
 
@@ -30,10 +31,11 @@ from torch import nn
 
 from mecca_rllib.baselines.interaction import ClickSchedule, Interaction
 from mecca_rllib.baselines.segmenter import Segmenter, StepOutput
+from mecca_rllib.envs.rollout import play_episode
 from mecca_rllib.policies.networks import dilated_stack, xavier_init
 
 if TYPE_CHECKING:
-    from mecca_rllib.bench.budget import Budget
+    from mecca_rllib.budget import Budget
     from mecca_rllib.data import VolumeSource
 
 __all__ = [
@@ -187,11 +189,11 @@ def train_supervised(kind: str, source: VolumeSource, budget: Budget,
             update(episode.obs, target)
             tracker.spend(1)
         else:  # intercnn: unroll a whole interaction on its own predictions
-            for t in range(schedule.steps):
-                logits = update(episode.obs, target)
-                episode.set_p(torch.sigmoid(logits)[0].cpu().numpy())
+            def learn(obs: np.ndarray, *, target: torch.Tensor = target, **_: bool) -> StepOutput:
+                logits = update(obs, target)
                 tracker.spend(1)
-                if t + 1 < schedule.steps:
-                    episode.click()
+                return StepOutput(p=torch.sigmoid(logits)[0].cpu().numpy())
+
+            play_episode(episode, learn)
     net.eval()
     return TrainResult(SupervisedSegmenter(net, channels, name), tracker.summary(), losses)

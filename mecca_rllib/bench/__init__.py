@@ -1,5 +1,5 @@
-"""The benchmark of MECCA against its baselines (issue 8): budgets, the evaluation
-protocol of MECCA.md §6, the report, and ``mecca bench``.
+"""The benchmark of MECCA against its baselines (issue 8): the evaluation protocol of
+MECCA.md §6, the report, and ``mecca bench`` (training budgets: :mod:`mecca_rllib.budget`).
 
 Evaluating your own method: subclass :class:`mecca_rllib.baselines.Segmenter` (map the
 observation ``(3, D, H, W)`` = (image, p, hint) to a new ``p`` ``(D, H, W)``), then
@@ -13,15 +13,11 @@ observation ``(3, D, H, W)`` = (image, p, hint) to a new ``p`` ``(D, H, W)``), t
 To have ``mecca bench`` train it under the common budget too, add a
 :class:`mecca_rllib.bench.methods.MethodSpec` to ``mecca_rllib.bench.methods.METHODS``.
 """
-from mecca_rllib.bench.budget import Budget, BudgetTracker, parse_budget
 from mecca_rllib.bench.protocol import MethodResult, Protocol, evaluate_method, mean_std
 
 __all__ = [
-    "Budget",
-    "BudgetTracker",
     "MethodResult",
     "Protocol",
     "evaluate_method",
     "mean_std",
-    "parse_budget",
 ]

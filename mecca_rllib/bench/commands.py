@@ -4,6 +4,8 @@
     mecca bench --small --methods P-Net,DeepIGeoS,InterCNN,IteR-MRL,MECCA   # the committed CPU run
     mecca bench --dataset atlas --out bench_atlas
     mecca bench --dataset /data/Task09_Spleen --budget 2h --repeats 5
+    mecca bench --small --dataset /data/Task01_BrainTumour --test-dataset /data/my_scans
+    mecca bench --small --seed 1 --out bench_seed1   # another training seed, same data
 
 Writes ``report.md`` (Tables 1/2/3/6 shaped like the paper's, ours beside the paper's),
 ``results.json``, ``dice_per_step.png`` and ``reward_ablation.png`` to ``--out``.
@@ -42,13 +44,19 @@ def _positive_int(text: str) -> int:
 def _main(args: argparse.Namespace) -> int:
     import torch
 
-    from mecca_rllib.bench.budget import parse_budget
+    from mecca_rllib.budget import parse_budget
     from mecca_rllib.bench.run import FULL, QUICK, SMALL, run_bench
 
+    if args.combine:
+        from mecca_rllib.bench.seeds import combine_seeds
+
+        print(f"report: {combine_seeds(args.combine, args.out)}")
+        return 0
     if args.quick and args.small:
         raise ValueError("choose one of --quick and --small")
     config = QUICK if args.quick else SMALL if args.small else FULL
-    changes: dict = {"dataset": args.dataset, "out": Path(args.out)}
+    changes: dict = {"dataset": args.dataset, "out": Path(args.out),
+                     "test_dataset": args.test_dataset}
     if args.shape:
         changes["shape"] = args.shape
     if args.budget:
@@ -66,7 +74,9 @@ def _main(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    changes["settings"] = dataclasses.replace(config.settings, device=device)
+    changes["settings"] = dataclasses.replace(
+        config.settings, device=device,
+        seed=config.settings.seed if args.seed is None else args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "mecca " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
@@ -86,6 +96,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="bench_out", help="output folder (default: ./bench_out)")
     p.add_argument("--dataset", default="phantoms",
                    help="phantoms (default), atlas (MNI152 + Harvard-Oxford) or a dataset folder")
+    p.add_argument("--combine", nargs="+", default=None, metavar="RUN",
+                   help="instead of running: combine finished runs of different --seed into one "
+                        "mean ± std report in --out")
+    p.add_argument("--test-dataset", default=None, metavar="DIR",
+                   help="evaluate every method on all cases of this folder (MSD, BraTS or "
+                        "images/+labels/) instead of --dataset's held-out split")
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed of every method (default 0); the data and its split "
+                        "stay fixed, results.json records it as meta.seed")
     p.add_argument("--repeats", type=_positive_int, default=None,
                    help="test repeats with different click seeds (default 5)")
     p.add_argument("--budget", default=None,

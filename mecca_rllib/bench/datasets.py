@@ -33,6 +33,11 @@ class BenchData:
     test: VolumeSource
     description: str
 
+    def with_test(self, test: "BenchData") -> "BenchData":
+        """Train on these cases, test on ``test``'s (transfer to another collection)."""
+        return BenchData(f"{self.name} -> {test.name}", self.train, test.test,
+                         f"trained on {self.description}; tested on {test.description}")
+
 
 def structure_group(name: str) -> str:
     """A Harvard-Oxford structure name without its side: ``"Left_Putamen" -> "putamen"``."""
@@ -87,6 +92,19 @@ def _whole_groups(indices: np.ndarray, groups: list[str], limit: int) -> np.ndar
             break
         kept += members
     return np.asarray(sorted(kept), dtype=np.int64)
+
+
+def open_test_data(dataset: str, shape: tuple[int, int, int], *, seed: int = 0,
+                   num_test: int = 16) -> BenchData:
+    """A test-only dataset (``mecca bench --test-dataset``): every case of a folder (MSD,
+    BraTS or ``images/``+``labels/``, or a cache), or ``num_test`` held-out phantoms."""
+    if dataset in ("phantoms", "synthetic"):
+        return open_bench_data(dataset, shape, seed=seed, num_test=num_test)
+    path = Path(dataset)
+    if not path.is_dir():
+        raise DataError(path, "--test-dataset: expected 'phantoms' or a dataset folder")
+    test = open_source(path, shape, split="all", seed=seed)
+    return BenchData(path.name, test, test, f"{path}: all {len(test)} cases")
 
 
 def open_bench_data(dataset: str, shape: tuple[int, int, int], *, seed: int = 0,

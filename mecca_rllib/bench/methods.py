@@ -23,7 +23,7 @@ from mecca_rllib.baselines import (
     TrainResult,
     train_supervised,
 )
-from mecca_rllib.bench.budget import Budget
+from mecca_rllib.budget import Budget, BudgetTracker
 from mecca_rllib.data import VolumeSource
 
 __all__ = ["METHODS", "MethodSpec", "TrainSettings", "method_names", "select_methods", "train_rl"]
@@ -44,6 +44,10 @@ class TrainSettings:
         entropy_coeff: RL entropy bonus.
         rl_training: further ``MECCAConfig.training`` keywords of the RL methods (e.g.
             ``oracle_coeff``), the same for every RL method.
+        rl_lr: the RL methods' policy learning rate (None: ``lr``); their confidence nets
+            and the warm start keep ``lr``.
+        rl_warm_start: share of an RL method's budget spent pre-training its warm start (a
+            supervised P-Net, ``baselines/pretrain.py``) before RL spends the rest; 0: none.
         seed: seeds all training.
         device: ``"cpu"`` or ``"cuda"`` for the networks being trained (RL: the learner).
     """
@@ -57,6 +61,8 @@ class TrainSettings:
     rl_envs: int = 1
     entropy_coeff: float = 0.0
     rl_training: Mapping[str, Any] = field(default_factory=dict)
+    rl_warm_start: float = 0.0
+    rl_lr: float | None = None
     seed: int = 0
     device: str = "cpu"
 
@@ -98,7 +104,9 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
     """Train MECCA with ``reward_weighting=weighting`` through RLlib until ``budget`` is spent.
 
     One ``algo.train()`` per iteration (``rl_batch_env_steps`` env steps of complete
-    episodes); env steps are RLlib's lifetime count of sampled steps. Returns the learner's
+    episodes); env steps are RLlib's lifetime count of sampled steps. With
+    ``settings.rl_warm_start`` > 0 that share of the budget first pre-trains the policy's
+    warm start (its env steps, or its seconds, count as spent). Returns the learner's
     full module (policy, value head, confidence net) wrapped in a ``ModuleSegmenter``.
     Needs a running Ray (``ray.init``) or starts a local one.
     """
@@ -109,25 +117,29 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
 
     env_config = {**settings.schedule.env_config(), "dataset": source,
                   "shape": list(source.shape)}
+    tracker = budget.tracker()
+    warm: dict[str, Any] = {}
+    if settings.rl_warm_start > 0:
+        warm, tracker = _warm_start(source, budget, settings)
     config = (
         MECCAConfig()
         .environment("mecca_seg", env_config=env_config)
         .rl_module(model_config=settings.model_config())
-        .training(reward_weighting=weighting, lr=settings.lr, confidence_lr=settings.lr,
+        .training(reward_weighting=weighting, lr=settings.rl_lr or settings.lr, confidence_lr=settings.lr,
                   entropy_coeff=settings.entropy_coeff,
                   train_batch_size_per_learner=settings.rl_batch_env_steps,
-                  **dict(settings.rl_training))
+                  **dict(settings.rl_training), **warm)
         .env_runners(num_env_runners=0, num_envs_per_env_runner=settings.rl_envs)
         .learners(num_learners=0, num_gpus_per_learner=int(settings.device.startswith("cuda")))
         .debugging(seed=settings.seed)
     )
-    tracker = budget.tracker()
     algo = config.build_algo()
     losses: list[float] = []
+    spent_before = tracker.env_steps
     try:
         while not tracker.updates or not tracker.exhausted:
             result = algo.train()
-            tracker.env_steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+            tracker.env_steps = spent_before + int(result["env_runners"]["num_env_steps_sampled_lifetime"])
             tracker.updates += 1
             learner = result.get("learners", {}).get("default_policy", {})
             if "policy_loss" in learner:
@@ -142,6 +154,29 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
     module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     module.to(settings.device).eval()
     return TrainResult(ModuleSegmenter(module, name=name), tracker.summary(), losses)
+
+
+def _warm_start(source: VolumeSource, budget: Budget,
+                settings: TrainSettings) -> tuple[dict[str, Any], BudgetTracker]:
+    """Pre-train the warm start on ``settings.rl_warm_start`` of ``budget``; returns the
+    ``training(init_from=...)`` keyword and a tracker of the whole budget charged with it."""
+    import tempfile
+
+    from mecca_rllib.baselines.pretrain import pretrain_warm_start
+
+    share = Budget(budget.kind, budget.amount * settings.rl_warm_start)
+    if share.kind == "env_steps":
+        steps, seconds = int(share.amount), None
+    else:
+        steps, seconds = None, share.amount
+    tracker = budget.tracker()
+    folder = Path(tempfile.mkdtemp(prefix="mecca_warm_start_"))
+    path, spent = pretrain_warm_start(
+        source, folder / "warm_start.pt", env_steps=steps, seconds=seconds,
+        schedule=settings.schedule, width=settings.width, dilations=settings.dilations,
+        lr=settings.lr, seed=settings.seed, device=settings.device)
+    tracker.spend(int(spent["env_steps"]), int(spent["updates"]))
+    return {"init_from": str(path)}, tracker
 
 
 def _supervised(kind: str) -> Trainer:

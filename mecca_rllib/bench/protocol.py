@@ -12,23 +12,17 @@ Dice is also recorded after reset (step 0, ``p = 0.5``, an empty segmentation).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from mecca_rllib.baselines import ClickSchedule, Interaction, Segmenter
+from mecca_rllib.baselines import ClickSchedule, Interaction, Segmenter, StepOutput
 from mecca_rllib.data import VolumeSource
+from mecca_rllib.envs.rollout import AdviceFn, play_episode
 from mecca_rllib.metrics import assd, dice, misunderstanding_rate, noc
 
 __all__ = ["AdviceFn", "MethodResult", "Protocol", "evaluate_method", "mean_std"]
-
-AdviceFn = Callable[[np.ndarray, np.ndarray, int], "np.ndarray | None"]
-"""``advice_fn(obs (3, D, H, W), confidence (D, H, W), step) -> bool mask (D, H, W) | None``
-(the interaction guide, MECCA.md §4; e.g. :func:`mecca_rllib.guide.make_advice_fn`)."""
-
-NOC_THRESHOLDS = (0.85, 0.90)
 
 
 @dataclass(frozen=True)
@@ -135,6 +129,8 @@ def evaluate_method(
     ``advice_fn`` (guided mode, needs ``segmenter.has_confidence``) receives the step's
     observation and the confidence of its action, and its mask restricts the user's next
     clicks (MECCA.md §4), as ``mecca_rllib.evaluation.run_episode`` does with the env.
+    Every episode is :func:`mecca_rllib.envs.rollout.play_episode` of ``segmenter.step`` on
+    an :class:`~mecca_rllib.baselines.Interaction`.
     """
     if advice_fn is not None and not segmenter.has_confidence:
         raise ValueError(f"advice_fn: method {segmenter.name!r} has no confidence map to "
@@ -148,32 +144,28 @@ def evaluate_method(
                 for k in ("assd", "misunderstanding", "inference_ms", "interaction_ms")}
     episodes = [(r, c) for r in range(n_rep) for c in range(n_case)]
     label_name = name or segmenter.name
+
+    def checked(obs: np.ndarray, *, with_confidence: bool) -> StepOutput:
+        out = segmenter.step(obs, with_confidence=with_confidence)
+        if out.p.shape != obs.shape[1:]:
+            raise ValueError(f"{label_name}: step returned p of shape {out.p.shape}, "
+                             f"expected {obs.shape[1:]}")
+        return out
+
     for r, c in tqdm(episodes, desc=f"evaluate {label_name}", unit="episode", disable=not progress):
         data_rng, click_rng = protocol.streams(r, c)
         image, label = source.get(c, data_rng)
         start = time.perf_counter()
         episode = Interaction(image, label, schedule, click_rng)
-        click_ms = (time.perf_counter() - start) * 1e3
+        click_ms = (time.perf_counter() - start) * 1e3  # the clicks the next step consumes
         segmenter.start(episode.obs[0])
         dice_out[r, c, 0] = dice(episode.p > 0.5, label)
-        for t in range(steps):
-            obs = episode.obs.copy()
-            start = time.perf_counter()
-            out = segmenter.step(obs, with_confidence=advice_fn is not None)
-            per_step["inference_ms"][r, c, t] = (time.perf_counter() - start) * 1e3
-            per_step["interaction_ms"][r, c, t] = click_ms
-            if out.p.shape != label.shape:
-                raise ValueError(f"{label_name}: step returned p of shape {out.p.shape}, "
-                                 f"expected {label.shape}")
-            per_step["misunderstanding"][r, c, t] = misunderstanding_rate(obs[1], out.p, label)
-            episode.set_p(out.p)
-            pred = episode.p > 0.5
+        for rec in play_episode(episode, checked, advice_fn=advice_fn):
+            t, pred = rec.step, np.asarray(rec.out.p, np.float32) > 0.5  # = episode's p
+            per_step["inference_ms"][r, c, t] = rec.policy_ms
+            per_step["interaction_ms"][r, c, t], click_ms = click_ms, rec.interaction_ms
+            per_step["misunderstanding"][r, c, t] = misunderstanding_rate(rec.obs[1], rec.out.p, label)
             dice_out[r, c, t + 1] = dice(pred, label)
             per_step["assd"][r, c, t] = assd(pred, label)
-            if t + 1 < steps:
-                start = time.perf_counter()
-                advice = advice_fn(obs, out.confidence, t) if advice_fn is not None else None
-                episode.click(advice)
-                click_ms = (time.perf_counter() - start) * 1e3
     return MethodResult(name=label_name, cases=list(source.names), dice=dice_out,
                         guided=advice_fn is not None, **per_step)

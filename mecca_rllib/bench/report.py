@@ -1,22 +1,29 @@
 """The benchmark report: Markdown tables shaped like the paper's Tables 1, 2, 3 and 6 with
 our numbers beside the paper's (MECCA.md §7), a Dice-per-step plot (Fig. 8 shape) and a
 reward-ablation plot (Fig. 9 shape). Files are written atomically.
+
+Also the plain-text per-step summary of one method that ``mecca evaluate`` prints
+(:func:`summarize`, :func:`format_summary`).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mecca_rllib.bench.protocol import NOC_THRESHOLDS, MethodResult, mean_std
+from mecca_rllib.bench.protocol import MethodResult, mean_std
+from mecca_rllib.metrics import NOC_THRESHOLDS, assd, misunderstanding_rate, noc
 
 __all__ = ["PAPER_TABLE1", "PAPER_TABLE2", "PAPER_TABLE3", "PAPER_TIMES_MS", "REWARD_ABLATION",
-           "load_results", "render_report", "write_report"]
+           "StepStats", "Summary", "format_summary", "load_results", "render_report", "summarize",
+           "write_report"]
 
 # MECCA.md §7 (the paper's Table 1): Dice (%) at the end of interaction.
 PAPER_DATASETS = ("BraTS2020", "BraTS2015", "MM-WHS", "Spleen", "Liver")
@@ -225,3 +232,116 @@ def write_report(results: list[MethodResult], out_dir: str | os.PathLike,
                   lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1) + "\n"))
     text = render_report(results, meta)
     return _atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text))
+
+
+# ---------------------------------------------------------------------------- one method
+@dataclass(frozen=True)
+class StepStats:
+    """Metrics of one interaction step over episodes x repeats."""
+
+    step: int
+    dice_mean: float
+    dice_std: float
+    assd_mean: float  # voxels, over episodes whose prediction and label both have a surface
+    assd_std: float
+    assd_undefined: int  # episodes with an empty prediction (ASSD infinite), left out above
+    misunderstanding_mean: float  # NaN at step 0
+    misunderstanding_std: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Per-step statistics of one method (what ``mecca evaluate`` prints)."""
+
+    steps: tuple[StepStats, ...]
+    episodes: int
+    noc: Mapping[float, tuple[float, float]]  # threshold -> mean, std (T + 1 when never reached)
+    policy_ms: tuple[float, float]  # policy step per interaction
+    guide_ms: tuple[float, float] | None  # advice regions per interaction (guided only)
+    dice: np.ndarray  # (episodes, T + 1)
+
+    @property
+    def noc85(self) -> tuple[float, float]:
+        return self.noc[NOC_THRESHOLDS[0]]
+
+    @property
+    def noc90(self) -> tuple[float, float]:
+        return self.noc[NOC_THRESHOLDS[1]]
+
+
+def _per_episode(episodes: MethodResult | Sequence[Any]) -> tuple[np.ndarray, ...]:
+    """(dice, ASSD, misunderstanding) ``(E, T + 1)`` and policy ms of a :class:`MethodResult`
+    (episodes in (repeat, case) order; at step 0, ``p = 0.5`` predicts nothing: ASSD ``inf``)
+    or of ``EpisodeTrace`` s (``mecca_rllib.evaluation``), whose p maps give ASSD and
+    misunderstanding."""
+    if isinstance(episodes, MethodResult):
+        dice = episodes.dice.reshape(-1, episodes.steps + 1)
+        first = np.full((len(dice), 1), np.inf)
+        assd_all = np.concatenate([first, episodes.assd.reshape(len(dice), -1)], axis=1)
+        mis = np.concatenate([first * np.nan, episodes.misunderstanding.reshape(len(dice), -1)], axis=1)
+        return dice, assd_all, mis, episodes.inference_ms.ravel()
+    dice = np.stack([t.dice for t in episodes])  # (E, T + 1)
+    assd_all = np.array([[assd(p > 0.5, t.label) for p in t.probabilities] for t in episodes])
+    mis = np.full(dice.shape, np.nan)
+    for e, t in enumerate(episodes):
+        for s in range(1, dice.shape[1]):
+            mis[e, s] = misunderstanding_rate(t.probabilities[s - 1], t.probabilities[s], t.label)
+    return dice, assd_all, mis, np.concatenate([t.policy_ms for t in episodes])
+
+
+def _mean_std(values: Any) -> tuple[float, float]:
+    values = np.asarray(values, float)
+    return float(values.mean()), float(values.std())
+
+
+def summarize(episodes: MethodResult | Sequence[Any],
+              guide_ms: Sequence[float] | None = None) -> Summary:
+    """Per-step statistics (MECCA.md §6) of a :class:`MethodResult` or of ``EpisodeTrace`` s.
+    ASSD is in voxels; ``guide_ms``: the advice regions' time per call (guided mode)."""
+    if not isinstance(episodes, MethodResult) and not episodes:
+        raise ValueError("no episodes to summarize")
+    dice, assd_all, mis, policy = _per_episode(episodes)
+    stats = []
+    for s in range(dice.shape[1]):
+        finite = assd_all[:, s][np.isfinite(assd_all[:, s])]
+        stats.append(StepStats(
+            step=s, dice_mean=float(dice[:, s].mean()), dice_std=float(dice[:, s].std()),
+            assd_mean=float(finite.mean()) if len(finite) else math.nan,
+            assd_std=float(finite.std()) if len(finite) else math.nan,
+            assd_undefined=int(len(dice) - len(finite)),
+            misunderstanding_mean=float(np.mean(mis[:, s])) if s else math.nan,
+            misunderstanding_std=float(np.std(mis[:, s])) if s else math.nan,
+        ))  # fmt: skip
+    return Summary(
+        steps=tuple(stats), episodes=len(dice),
+        noc={th: _mean_std(noc(dice[:, 1:], th)) for th in NOC_THRESHOLDS},
+        policy_ms=_mean_std(policy),
+        guide_ms=_mean_std(guide_ms) if guide_ms else None, dice=dice,
+    )  # fmt: skip
+
+
+def format_summary(summary: Summary) -> str:
+    """The per-step table and the interaction figures as plain text."""
+    head = f"{'step':>4}  {'Dice (%)':>15}  {'ASSD (voxels)':>15}  {'misunderstood (%)':>17}"
+    lines = [head, "-" * len(head)]
+    for s in summary.steps:
+        assd_text = f"{s.assd_mean:6.2f} +/- {s.assd_std:5.2f}" if not math.isnan(s.assd_mean) else "n/a"
+        if s.assd_undefined:
+            assd_text += f" ({s.assd_undefined} empty)"
+        mis = (
+            f"{100 * s.misunderstanding_mean:6.2f} +/- {100 * s.misunderstanding_std:5.2f}"
+            if s.step else ""
+        )
+        dice = f"{100 * s.dice_mean:6.2f} +/- {100 * s.dice_std:5.2f}"
+        lines.append(f"{s.step:>4}  {dice}  {assd_text:>15}  {mis:>17}")
+    t_max = len(summary.steps) - 1
+    noc_text = "   ".join(f"NoC@{round(th * 100)}: {m:.2f} +/- {sd:.2f}"
+                          for th, (m, sd) in summary.noc.items())
+    lines += [
+        f"episodes: {summary.episodes} (step 0 = after the first clicks, before any action)",
+        f"{noc_text}   (interactions; {t_max + 1} = not reached in {t_max})",
+        f"time per interaction: policy {summary.policy_ms[0]:.1f} +/- {summary.policy_ms[1]:.1f} ms",
+    ]
+    if summary.guide_ms is not None:
+        lines[-1] += f", guide {summary.guide_ms[0]:.1f} +/- {summary.guide_ms[1]:.1f} ms"
+    return "\n".join(lines)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mecca_rllib.bench.budget import Budget
-from mecca_rllib.bench.datasets import open_bench_data
+from mecca_rllib.budget import Budget
+from mecca_rllib.bench.datasets import open_bench_data, open_test_data
 from mecca_rllib.bench.methods import TrainSettings, select_methods
 from mecca_rllib.baselines.interaction import ClickSchedule
 from mecca_rllib.bench.protocol import MethodResult, Protocol, evaluate_method
@@ -32,6 +32,11 @@ class BenchConfig:
 
     Attributes:
         dataset: ``"phantoms"``, ``"atlas"`` or a dataset folder.
+        test_dataset: None (test on ``dataset``'s held-out split) or another dataset folder
+            (or ``"phantoms"``), all of whose cases are the test set: train on one
+            collection, measure on another (transfer).
+        data_seed: seeds the phantoms and the train/test split; fixed across training seeds
+            (``settings.seed``) so that seeds differ in training only.
         shape: ``(D, H, W)`` of every volume.
         num_train, num_test: phantom cases per split.
         max_cases: atlas: at most this many cases per split (None = all structures).
@@ -46,6 +51,8 @@ class BenchConfig:
     """
 
     dataset: str = "phantoms"
+    test_dataset: str | None = None
+    data_seed: int = 0
     shape: tuple[int, int, int] = (30, 55, 55)
     num_train: int = 64
     num_test: int = 16
@@ -73,8 +80,11 @@ class BenchConfig:
                          f"hint kernel {p.schedule.hint_kernel}, {p.repeats} test "
                          f"repeat{'s' if p.repeats != 1 else ''} with different click seeds "
                          f"(root seed {p.seed})"),
+            "seed": f"training seed {s.seed}, data seed {self.data_seed}",
             "settings": (f"volumes {'x'.join(map(str, self.shape))}, P-Net width {s.width}, "
-                         f"dilations {list(s.dilations)}, Adam lr {s.lr:g}, RLlib batch "
+                         f"dilations {list(s.dilations)}, Adam lr {s.lr:g} (RL policy "
+                         f"{s.rl_lr or s.lr:g}), RL warm start {100 * s.rl_warm_start:.0f} % of "
+                         f"the budget, RLlib batch "
                          f"{s.rl_batch_env_steps} env steps ({s.rl_envs} volumes per env step), "
                          f"RL options {dict(s.rl_training) or 'none'}, seed {s.seed}"),
         }
@@ -83,6 +93,10 @@ class BenchConfig:
 #: The paper's setting (MECCA.md §6): 55x55x30, lr 1e-4, one hour of training per method.
 FULL = BenchConfig(title="MECCA benchmark (full)")
 
+#: The committed CPU run's budget per method (env steps); the demo's warm start is a share of it.
+SMALL_ENV_STEPS = 2000
+
+
 def _demo_settings() -> TrainSettings:
     """The ``mecca train --config demo`` preset's network and training settings (10x20x20
     volumes, dilations fitting the volume, lr 3e-3, its RL levers), stated once in train.py."""
@@ -90,14 +104,16 @@ def _demo_settings() -> TrainSettings:
 
     demo = PRESETS["demo"]
     training = dict(demo["training"])
+    warm_steps = int((demo.get("warm_start") or {}).get("env_steps", 0))
     model = demo["model_config"]
     return TrainSettings(
         width=int(model["width"]), dilations=tuple(model["dilations"]),
-        conf_dilations=tuple(model["conf_dilations"]), lr=float(training.pop("lr")),
+        conf_dilations=tuple(model["conf_dilations"]), lr=float(training.pop("confidence_lr")),
+        rl_lr=float(training.pop("lr")), rl_warm_start=warm_steps / float(SMALL_ENV_STEPS),
         rl_batch_env_steps=int(training.pop("train_batch_size_per_learner")),
         rl_envs=int(demo["env_runners"].get("num_envs_per_env_runner", 1)),
         entropy_coeff=float(training.pop("entropy_coeff")),
-        rl_training={k: v for k, v in training.items() if k != "confidence_lr"},
+        rl_training=training,
         schedule=ClickSchedule(hint_kernel=int(demo["env_config"]["hint_kernel"])),
     )  # fmt: skip
 
@@ -119,7 +135,7 @@ QUICK = BenchConfig(
 #: method 2,000 environment steps (400 episodes); about 32 minutes per dataset on a shared
 #: 2-core machine for MECCA, IteR-MRL and the supervised baselines.
 SMALL = BenchConfig(
-    num_train=64, num_test=16, budget=Budget("env_steps", 2000), title="MECCA benchmark (small, CPU)",
+    num_train=64, num_test=16, budget=Budget("env_steps", SMALL_ENV_STEPS), title="MECCA benchmark (small, CPU)",
     **_CPU_SIZED,
 )
 
@@ -154,9 +170,12 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
     started = time.perf_counter()
     commit = _commit()  # the code this run imports, before anyone commits during the run
     specs = select_methods(list(config.methods) if config.methods else None)
-    data = open_bench_data(config.dataset, config.shape, seed=config.settings.seed,
+    data = open_bench_data(config.dataset, config.shape, seed=config.data_seed,
                            num_train=config.num_train, num_test=config.num_test,
                            cache_dir=config.cache_dir, max_cases=config.max_cases)
+    if config.test_dataset:
+        data = data.with_test(open_test_data(config.test_dataset, config.shape,
+                                             seed=config.data_seed, num_test=config.num_test))
     log(f"dataset: {data.description}")
     log(f"budget: {config.budget.describe()}")
     ray_started = False
@@ -197,6 +216,8 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
         "machine": _machine(),
         "dataset": data.description,
         **config.describe(),
+        "seed": config.settings.seed,
+        "data_seed": config.data_seed,
         "runtime": f"{time.perf_counter() - started:.0f} s end to end",
         "notes": [
             "Supervised baselines: plain torch loops, BCE + soft Dice loss, same P-Net "

@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from mecca_rllib.data.atomic import atomic_file
-from mecca_rllib.data.errors import DataError
+from mecca_rllib.data.errors import DataError, NonFiniteError
 
 _RAS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)   # identity orientation
 _TO_DHW = (2, 1, 0)                                        # RAS (i, j, k) -> (D, H, W)
@@ -77,6 +77,55 @@ class Volume:
         """``(..., 3)`` ``(d, h, w)`` indices -> ``(..., 3)`` RAS world coordinates in mm."""
         return _apply(self.affine, dhw, integer=False)
 
+    def dhw_to_file_coords(self, dhw: np.ndarray) -> np.ndarray:
+        """Continuous ``(..., 3)`` ``(d, h, w)`` coordinates -> file-grid coordinates (floats)."""
+        return _apply(np.linalg.inv(self.original_affine) @ self.affine, dhw, integer=False)
+
+    def file_points(self, points: Any) -> np.ndarray:
+        """Points ``(K, 3)`` (or one ``(3,)``) on the file grid -> the nearest voxels, int64
+        ``(K, 3)``. ``ValueError`` naming the first point that is NaN or outside the volume."""
+        pts = np.asarray(points, dtype=float)
+        if pts.size == 0:
+            return np.zeros((0, 3), np.int64)
+        pts = pts[None] if pts.ndim == 1 else pts
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(f"clicks must have shape (K, 3), got {np.shape(points)}")
+        for p in pts:  # a handful of clicks: a readable message beats vectorising
+            if not np.isfinite(p).all():
+                raise ValueError(f"click {tuple(p.tolist())} has a NaN or infinite coordinate")
+            idx = np.rint(p)
+            if np.any(idx < 0) or np.any(idx >= self.original_shape):
+                raise ValueError(f"click {tuple(p.tolist())} lies outside the volume of shape "
+                                 f"{self.original_shape}")
+        return np.rint(pts).astype(np.int64)
+
+    def file_box_to_dhw(self, box: Any) -> np.ndarray:
+        """A box ``[start, stop)`` per file axis, int ``(3, 2)`` -> the same box on the
+        ``(D, H, W)`` grid. ``ValueError`` naming a box that is not integer, empty or outside."""
+        arr = np.asarray(box, dtype=float)
+        if arr.shape != (3, 2) or not np.isfinite(arr).all() or np.any(arr != np.rint(arr)):
+            raise ValueError(f"roi must be integer [start, stop) per axis, shape (3, 2); got {box!r}")
+        arr = arr.astype(np.int64)
+        if np.any(arr[:, 0] < 0) or np.any(arr[:, 1] > self.original_shape) or np.any(arr[:, 0] >= arr[:, 1]):
+            raise ValueError(f"roi {arr.tolist()} is empty or outside the volume of shape "
+                             f"{self.original_shape}")
+        corners = self.file_index_to_dhw(np.stack([arr[:, 0], arr[:, 1] - 1]))
+        return np.stack([corners.min(0), corners.max(0) + 1], axis=1)
+
+    def dhw_box_to_file(self, box: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`file_box_to_dhw`: a ``(D, H, W)`` box -> int ``(3, 2)`` on the file grid."""
+        corners = self.dhw_to_file_index(np.asarray(box).T - [[0, 0, 0], [1, 1, 1]])
+        return np.stack([corners.min(0), corners.max(0) + 1], axis=1)
+
+    def paste_to_file(self, values: np.ndarray, box: np.ndarray, fill: float, dtype: Any) -> np.ndarray:
+        """``values`` of the ``(D, H, W)`` box ``box`` -> a read-only array on the file grid,
+        ``fill`` outside the box."""
+        full = np.full(self.shape, fill, dtype) if fill else np.zeros(self.shape, dtype)
+        full[tuple(slice(int(a), int(b)) for a, b in box)] = values
+        out = self.to_file(full)
+        out.flags.writeable = False
+        return out
+
 
 def _apply(matrix: np.ndarray, points: np.ndarray, integer: bool = True) -> np.ndarray:
     points = np.asarray(points, dtype=float)
@@ -128,15 +177,68 @@ def _select_channel(data: np.ndarray, path: Path, channel: int | str | None,
     return data[..., channel]
 
 
-def volume_from_array(data: np.ndarray, affine: np.ndarray, *,
+def dhw_affine(spacing: Sequence[float]) -> np.ndarray:
+    """4x4 affine of a ``(D, H, W)`` array with ``(d, h, w)`` spacing in mm: index -> RAS mm.
+
+    ``d`` runs along the superior axis, ``h`` anterior and ``w`` right (ARCHITECTURE.md).
+    """
+    d, h, w = (float(s) for s in spacing)
+    return np.diag([w, h, d, 1.0]) @ _SWAP
+
+
+def _checked_affine(where: Any, affine: Any, spacing: Any) -> np.ndarray:
+    """The affine of an array input: given (finite 4x4, invertible) or from ``spacing``."""
+    if affine is None:
+        spacing = (1.0, 1.0, 1.0) if spacing is None else tuple(float(s) for s in spacing)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise DataError(where, f"spacing must be three positive sizes in mm, got {spacing}")
+        return dhw_affine(spacing)
+    if spacing is not None:
+        raise DataError(where, "pass either affine or spacing for an array, not both")
+    affine = np.asarray(affine, dtype=float)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise DataError(where, f"affine must be a finite 4x4 matrix, got shape {affine.shape}")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(where, "affine is singular")
+    return affine
+
+
+def _finite(where: Any, data: np.ndarray, nonfinite: str) -> np.ndarray:
+    """``data`` with NaN/Inf rejected (``"raise"``) or replaced by the finite min/max (``"clean"``)."""
+    if nonfinite not in ("raise", "clean"):
+        raise ValueError(f"nonfinite: must be 'raise' or 'clean', got {nonfinite!r}")
+    finite = np.isfinite(data)
+    if finite.all():
+        return data
+    if not finite.any():
+        raise DataError(where, "no finite voxel in the image (all NaN/Inf)")
+    if nonfinite == "raise":
+        raise NonFiniteError(where, int((~finite).sum()))
+    lo, hi = float(data[finite].min()), float(data[finite].max())
+    return np.nan_to_num(data, nan=lo, posinf=hi, neginf=lo)
+
+
+def volume_from_array(data: np.ndarray, affine: np.ndarray | None = None, *,
+                      spacing: Sequence[float] | None = None,
                       header: nib.Nifti1Header | None = None, path: Path | None = None,
-                      dtype: np.dtype | type = np.float32) -> Volume:
+                      dtype: np.dtype | type = np.float32, nonfinite: str = "raise") -> Volume:
     """A :class:`Volume` of a 3D array on a file-style grid ``(I, J, K)`` with ``affine``
-    (file voxel indices -> world mm), exactly as if it had been loaded from a NIfTI file."""
+    (file voxel indices -> world mm), exactly as if it had been loaded from a NIfTI file.
+
+    Without ``affine`` the array is already ``(D, H, W)`` with ``spacing`` ``(d, h, w)`` mm
+    (default 1 mm; :func:`dhw_affine`). The array must be numeric; NaN/Inf are rejected or
+    cleaned as ``nonfinite`` says (``"raise"``/``"clean"``, see the module docstring).
+    Raises :class:`DataError` (a ``ValueError``) naming ``path`` (or "image array").
+    """
+    where = path or "image array"
     data = np.asarray(data)
     if data.ndim != 3:
-        raise DataError(path or "array", f"expected a 3D array, got shape {data.shape}")
-    affine = np.asarray(affine, dtype=float)
+        raise DataError(where, f"expected a 3D array, got shape {tuple(int(s) for s in data.shape)}")
+    if data.dtype.kind not in "biuf":
+        raise DataError(where, f"expected a numeric array, got dtype {data.dtype}")
+    if data.dtype.kind == "f":
+        data = _finite(where, data, nonfinite)
+    affine = _checked_affine(where, affine, spacing)
     if header is None:
         header = nib.Nifti1Header()
         header.set_qform(affine, code=1)
@@ -165,20 +267,25 @@ def load_volume(path: str | os.PathLike, *, channel: int | str | None = None,
     Raises:
         DataError: unreadable/truncated file, 4D without a channel, NaN/Inf when raising.
     """
-    if nonfinite not in ("raise", "clean"):
-        raise ValueError(f"nonfinite: must be 'raise' or 'clean', got {nonfinite!r}")
     path = Path(path)
     img, data = _read(path)
     data = _select_channel(data, path, channel, channel_names).astype(np.float32)
-    finite = np.isfinite(data)
-    if not finite.all():
-        bad = int((~finite).sum())
-        if nonfinite == "raise" or not finite.any():
-            raise DataError(path, f"{bad} NaN/Inf voxel(s) in the image (pass nonfinite='clean' "
-                                  "to replace them)" if finite.any() else "no finite voxel in the image")
-        lo, hi = float(data[finite].min()), float(data[finite].max())
-        data = np.nan_to_num(data, nan=lo, posinf=hi, neginf=lo)
-    return volume_from_array(data, img.affine, header=img.header, path=path, dtype=np.float32)
+    return volume_from_array(data, img.affine, header=img.header, path=path, dtype=np.float32,
+                             nonfinite=nonfinite)
+
+
+def open_volume(image: str | os.PathLike | np.ndarray, *, spacing: Sequence[float] | None = None,
+                affine: np.ndarray | None = None, channel: int | str | None = None,
+                nonfinite: str = "raise") -> Volume:
+    """A NIfTI path (:func:`load_volume`) or a 3D array (:func:`volume_from_array`) as a
+    :class:`Volume`; ``spacing``/``affine`` only for arrays, ``channel`` only for files."""
+    if isinstance(image, (str, os.PathLike)):
+        if spacing is not None or affine is not None:
+            raise DataError(image, "spacing/affine come from the NIfTI file; do not pass them")
+        return load_volume(image, channel=channel, nonfinite=nonfinite)
+    if channel is not None:
+        raise DataError("image array", "channel applies to 4D NIfTI files; pass a 3D array instead")
+    return volume_from_array(image, affine, spacing=spacing, nonfinite=nonfinite)
 
 
 def load_label(path: str | os.PathLike, *, label_value: int | None = None,

@@ -2,13 +2,18 @@
 
 Crop to the label's bounding box widened by a random 1-11 voxels per side (clamped to the
 volume), resize to the target shape (default ``(30, 55, 55)``), z-score the intensities
-of the crop; the label is resized linearly and thresholded at 0.5.
+of the crop; the label is resized linearly and thresholded at 0.5. The crop-and-resize is
+one invertible object, :class:`RoiGrid`, which inference uses on its region of interest
+too (forward for the image and the clicks, back for the maps the network returns).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import torch
 from scipy import ndimage
 from skimage.transform import resize
 
@@ -50,6 +55,16 @@ def crop_box(label: np.ndarray, rng: np.random.Generator,
     starts = np.array([idx.min() for idx in nonzero]) - widen[:, 0]
     stops = np.array([idx.max() + 1 for idx in nonzero]) + widen[:, 1]
     return np.stack([np.maximum(starts, 0), np.minimum(stops, label.shape)], axis=1)
+
+
+def points_box(points: np.ndarray, margin: int, shape: Sequence[int]) -> np.ndarray:
+    """Bounding box ``(3, 2)`` of ``(K, 3)`` points widened by ``margin`` voxels per side,
+    clamped to ``shape``: the inference-time counterpart of :func:`crop_box` (clicks instead
+    of a label)."""
+    points = np.asarray(points)
+    lo = points.min(axis=0) - margin
+    hi = points.max(axis=0) + 1 + margin
+    return np.stack([np.maximum(lo, 0), np.minimum(hi, np.asarray(shape))], axis=1).astype(np.int64)
 
 
 def zscore(image: np.ndarray) -> np.ndarray:
@@ -100,13 +115,135 @@ def preprocess(image: np.ndarray, label: np.ndarray, rng: np.random.Generator | 
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape: need three positive sizes, got {shape}")
-    box = crop_box(label, np.random.default_rng(rng), margin)   # MECCA.md §6 preprocessing
-    region = tuple(slice(int(a), int(b)) for a, b in box)
-    sizes = box[:, 1] - box[:, 0]
-    new_spacing = tuple(float(s * n / m) for s, n, m in zip(spacing, sizes, shape))
-    return Preprocessed(image=zscore(resize_image(image[region], shape)),
-                        label=resize_label(label[region], shape),
-                        spacing=new_spacing, crop=box)
+    grid = RoiGrid(crop_box(label, np.random.default_rng(rng), margin), shape)  # MECCA.md §6
+    return Preprocessed(image=grid.crop(image), label=grid.crop_label(label),
+                        spacing=grid.spacing(spacing), crop=grid.box)
+
+
+@dataclass(frozen=True)
+class RoiGrid:
+    """One invertible crop-and-resize: a box of a ``(D, H, W)`` volume and the network grid
+    ``S`` it is resized to, used by training preprocessing (:func:`preprocess`, the box from
+    :func:`crop_box`) and by inference (the session's region of interest) alike.
+
+    Forward: :meth:`crop` (image: resize, z-score; MECCA.md §6), :meth:`crop_label`,
+    :meth:`to_network` (points). Back: :meth:`resample_linear`, :meth:`resample_nearest`,
+    :meth:`to_canonical`, :meth:`label_centroids`. Resampling is voxel-centre aligned in
+    both directions (scikit-image ``resize`` and ``torch`` ``align_corners=False``
+    conventions): volume coordinate ``c`` and network coordinate ``n`` relate by
+    ``n = (c - start + 0.5) * S / size - 0.5``.
+
+    Attributes:
+        box: int ``(3, 2)`` ``[start, stop)`` of the box per axis.
+        shape: network shape ``S`` ``(D, H, W)``.
+    """
+
+    box: np.ndarray
+    shape: tuple[int, int, int]
+
+    @property
+    def size(self) -> np.ndarray:
+        """ROI size in canonical voxels, int ``(3,)``."""
+        return self.box[:, 1] - self.box[:, 0]
+
+    @property
+    def slices(self) -> tuple[slice, slice, slice]:
+        return tuple(slice(int(a), int(b)) for a, b in self.box)
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """The box of a ``(D, H, W)`` image, resized to ``shape`` and z-scored (MECCA.md §6)."""
+        return zscore(resize_image(image[self.slices], self.shape))
+
+    def crop_label(self, label: np.ndarray) -> np.ndarray:
+        """The box of a ``(D, H, W)`` label, resized to ``shape`` (:func:`resize_label`)."""
+        return resize_label(label[self.slices], self.shape)
+
+    def spacing(self, spacing: tuple[float, float, float]) -> tuple[float, float, float]:
+        """Voxel size ``(d, h, w)`` mm on the network grid, from the volume's ``spacing``."""
+        return tuple(float(s * n / m) for s, n, m in zip(spacing, self.size, self.shape))
+
+    def to_network(self, points: np.ndarray) -> np.ndarray:
+        """Volume ``(K, 3)`` points -> nearest network voxels, int ``(K, 3)`` (clamped)."""
+        scale = np.asarray(self.shape) / self.size
+        n = (np.asarray(points, float) - self.box[:, 0] + 0.5) * scale - 0.5
+        return np.clip(np.rint(n), 0, np.asarray(self.shape) - 1).astype(np.int64)
+
+    def to_canonical(self, points: np.ndarray) -> np.ndarray:
+        """Network ``(K, 3)`` coordinates -> volume float ``(K, 3)`` coordinates."""
+        scale = self.size / np.asarray(self.shape)
+        return (np.asarray(points, float) + 0.5) * scale - 0.5 + self.box[:, 0]
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """bool ``(K,)``: volume points inside the box."""
+        points = np.asarray(points)
+        return np.all((points >= self.box[:, 0]) & (points < self.box[:, 1]), axis=-1)
+
+    @cached_property
+    def _linear_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per axis, the ``(size, S)`` matrix of voxel-centre aligned linear interpolation
+        (edges clamped): the weights of scikit-image ``resize(order=1, mode="edge")`` and
+        torch ``trilinear`` with ``align_corners=False``."""
+        mats = []
+        for n_out, n_in in zip(self.size.tolist(), self.shape):
+            src = ((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5).clip(0, n_in - 1)
+            lo = np.floor(src).astype(np.int64)
+            hi = np.minimum(lo + 1, n_in - 1)
+            frac = src - lo
+            mat = np.zeros((n_out, n_in))
+            np.add.at(mat, (np.arange(n_out), lo), 1 - frac)
+            np.add.at(mat, (np.arange(n_out), hi), frac)
+            mats.append(torch.from_numpy(mat.astype(np.float32)))
+        return tuple(mats)
+
+    @cached_property
+    def _nearest_counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per axis, how many ROI voxels take their value from each network voxel under
+        nearest resampling (source ``floor((c + 0.5) * S / size)``; 0 when shrinking drops it)."""
+        counts = []
+        for n, s in zip(self.size.tolist(), self.shape):
+            source = np.minimum(((np.arange(n) + 0.5) * (s / n)).astype(np.int64), s - 1)
+            counts.append(np.bincount(source, minlength=s))
+        return tuple(counts)
+
+    def resample_linear(self, maps: np.ndarray) -> np.ndarray:
+        """Network-grid maps ``(C, *S)`` -> float32 ``(C, *size)`` on the ROI box (separable
+        linear interpolation as three small matrix products)."""
+        d, h, w = self._linear_weights
+        x = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
+        x = torch.einsum("xw,cdhw->cdhx", w, x)
+        x = torch.einsum("yh,cdhw->cdyw", h, x)
+        return torch.einsum("zd,cdhw->czhw", d, x).numpy()
+
+    def resample_nearest(self, labels: np.ndarray) -> np.ndarray:
+        """A network-grid label map ``S`` -> the ROI box, nearest voxel centre (the source
+        indices are non-decreasing, so this is a repeat along each axis)."""
+        for axis, counts in enumerate(self._nearest_counts):
+            labels = np.repeat(labels, counts, axis=axis)
+        return labels
+
+    def label_centroids(self, labels: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Size and volume-grid centroid of each label ``ids`` ``(R,)`` of a network-grid map
+        *after* :meth:`resample_nearest`, computed on the network grid: every network voxel
+        stands for a box of ROI voxels of known size and coordinate sum.
+
+        Returns ``(sizes (R,) int, centroids (R, 3) float)``; centroids of empty labels are NaN.
+        """
+        counts = self._nearest_counts
+        sums = [np.bincount(np.repeat(np.arange(s), c), weights=np.arange(c.sum()), minlength=s)
+                for s, c in zip(self.shape, counts)]  # fmt: skip
+        cd, ch, cw = (c.astype(float) for c in counts)
+        weights = (
+            cd[:, None, None] * ch[None, :, None] * cw[None, None, :],
+            sums[0][:, None, None] * ch[None, :, None] * cw[None, None, :],
+            cd[:, None, None] * sums[1][None, :, None] * cw[None, None, :],
+            cd[:, None, None] * ch[None, :, None] * sums[2][None, None, :],
+        )
+        flat = labels.ravel()
+        n = max(int(flat.max()), int(np.max(ids))) + 1
+        size, *coord = (np.bincount(flat, weights=w.ravel(), minlength=n)[ids] for w in weights)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centroids = np.stack(coord, axis=1) / size[:, None] + self.box[:, 0]
+        return np.rint(size).astype(np.int64), centroids
 
 
 def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, *,

@@ -118,6 +118,20 @@ class ClickHints:
         for m in self.maps:
             m.reset()
 
+    def sides(self, foreground: np.ndarray | bool | None, count: int) -> np.ndarray:
+        """bool ``(count,)``: the side each of ``count`` clicks marks, from one bool or one per
+        click (``None``: foreground, allowed with one channel only). ``ValueError`` otherwise."""
+        if foreground is None and self.channels == 2:
+            raise ValueError(
+                "this model was trained with separate foreground/background hints "
+                "(hint_channels=2): pass foreground=True or False for the clicks"
+            )
+        fg = np.asarray(True if foreground is None else foreground, bool)
+        if fg.ndim > 1 or fg.size not in (1, count):
+            raise ValueError(f"foreground must be one bool or one per click ({count}), "
+                             f"got shape {tuple(fg.shape)}")
+        return np.broadcast_to(fg.reshape(-1), (count,))
+
     def add(self, points: np.ndarray, foreground: np.ndarray | bool | None = None) -> None:
         """Add clicks ``(K, 3)`` ``(d, h, w)``; ``foreground`` (bool or bool ``(K,)``) says which
         side each click marks. Required with two channels; ignored with one."""

@@ -33,8 +33,9 @@ import numpy as np
 
 from mecca_rllib.data import DataError, VolumeSource, augment, open_source
 from mecca_rllib.envs.hints import HINT_CHANNELS, ClickHints
+from mecca_rllib.envs.rollout import step_tenths
 from mecca_rllib.envs.simulated_user import CLICK_MODES, SimulatedUser
-from mecca_rllib.envs.spaces import ACTION_TENTHS, ACTION_VALUES, VoxelActions, VoxelObservations
+from mecca_rllib.envs.spaces import ACTION_VALUES, VoxelActions, VoxelObservations
 
 __all__ = ["DEFAULT_CONFIG", "InteractiveSegEnv"]
 
@@ -203,9 +204,7 @@ class InteractiveSegEnv(gym.Env):
                 f"the episode ended after {self.config['steps']} steps; call reset()"
             )
         action = self._check_action(action)
-        # p <- clip(p + a, 0, 1) in tenths (MECCA.md §1).
-        np.add(self._tenths, np.take(ACTION_TENTHS, action), out=self._tenths)
-        np.clip(self._tenths, 0, 10, out=self._tenths)
+        step_tenths(self._tenths, action, out=self._tenths)  # p <- clip(p + a, 0, 1), MECCA.md §1
         np.divide(self._tenths, np.float32(10), out=self._obs[1])  # float32(k / 10)
         log_q_mean, dice = self._score()
         # Voxel mean of chi(p_t) - chi(p_{t+1}) = mean log q_{t+1} - mean log q_t (MECCA.md §3).

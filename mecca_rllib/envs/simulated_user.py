@@ -47,7 +47,8 @@ def validate_points(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     bad = np.any((pts < 0) | (pts >= np.asarray(shape)), axis=1)
     if bad.any():
         point = tuple(int(v) for v in pts[np.argmax(bad)])
-        raise ValueError(f"click point {point} lies outside the volume of shape {tuple(shape)}")
+        raise ValueError(f"click point {point} lies outside the volume of shape "
+                         f"{tuple(int(n) for n in shape)}")
     return pts.astype(np.int32)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mecca_rllib.session import dhw_affine
+from mecca_rllib.data.nifti import dhw_affine
 
 __all__ = ["layer_affine", "new_clicks"]
 
@@ -20,7 +20,7 @@ def layer_affine(scale: Sequence[float], translate: Sequence[float]) -> np.ndarr
     napari maps data coordinates to world coordinates axis by axis (``world = data * scale
     + translate``, in the array's axis order). The plugin reads the array's axes as the
     ``(D, H, W)`` of ARCHITECTURE.md (slices first, as napari shows them), so the affine is
-    :func:`~mecca_rllib.session.dhw_affine` of the scale with the translation in RAS order.
+    :func:`~mecca_rllib.data.nifti.dhw_affine` of the scale with the translation in RAS order.
     A negative scale (a flipped axis) becomes a flip of the affine; the session reorients
     to canonical and maps its results back onto the layer's own grid.
     """

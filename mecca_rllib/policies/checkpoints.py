@@ -16,13 +16,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG, MECCATorchRLModule
+from mecca_rllib.envs import DEFAULT_CONFIG as ENV_DEFAULTS
+
+if TYPE_CHECKING:  # the RLModule imports RLlib: only the functions that build one load it
+    from mecca_rllib.policies.rl_module import MECCATorchRLModule
 
 EXPORT_META = "mecca_module.json"
 EXPORT_WEIGHTS = "weights.pt"
@@ -37,6 +40,8 @@ def build_module(model_config: dict[str, Any], shape: tuple[int, int, int] | Non
     ``shape`` defaults to ``model_config["shape"]``; the module is fully convolutional, so
     the shape only sets the recorded spaces.
     """
+    from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG, MECCATorchRLModule
+
     cfg = {**DEFAULT_MODEL_CONFIG, **model_config}
     shape = tuple(int(s) for s in (shape or cfg.get("shape") or (30, 55, 55)))
     cfg["shape"] = shape
@@ -50,7 +55,40 @@ def build_module(model_config: dict[str, Any], shape: tuple[int, int, int] | Non
     )
 
 
+def training_shape(module: Any, expected: Any = None, *, where: Any = "module") -> tuple[int, int, int]:
+    """The network shape ``(D, H, W)`` a MECCA module was trained on (``model_config["shape"]``).
+
+    ``expected`` (optional): the shape the caller needs; another one raises ``ValueError``
+    naming both (and ``where``, e.g. the checkpoint path).
+    """
+    cfg = getattr(module, "model_config", None) or {}
+    shape = cfg.get("shape")
+    if shape is None or len(tuple(shape)) != 3:
+        raise ValueError(
+            f"module has no training shape (model_config['shape'] = {shape!r}); "
+            "it is not a MECCA module trained by mecca-rllib"
+        )
+    trained = tuple(int(s) for s in shape)
+    if expected is not None and tuple(int(s) for s in expected) != trained:
+        wanted = tuple(int(s) for s in expected)
+        raise ValueError(f"{where}: checkpoint was trained on shape {trained}, expected {wanted}")
+    return trained
+
+
+def training_hint_kernel(module: Any) -> int:
+    """The env's ``hint_kernel`` a MECCA module was trained with (8, the paper's, if unrecorded)."""
+    cfg = getattr(module, "model_config", None) or {}
+    return int(cfg.get("hint_kernel") or ENV_DEFAULTS["hint_kernel"])
+
+
+def training_hint_channels(module: Any) -> int:
+    """Hint channels of the module's observations: 1 (the paper's) or 2 (foreground/background)."""
+    return int(getattr(module, "hint_channels", None) or ENV_DEFAULTS["hint_channels"])
+
+
 def _module_config(module: MECCATorchRLModule) -> dict[str, Any]:
+    from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
+
     cfg = module.resolved_model_config()
     out = {k: cfg[k] for k in DEFAULT_MODEL_CONFIG}
     for key in ("dilations", "conf_dilations", "shape"):  # tuples -> JSON lists
@@ -77,6 +115,8 @@ def _load_exported(path: Path) -> MECCATorchRLModule:
 
 def _load_rllib(path: Path) -> MECCATorchRLModule:
     from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from mecca_rllib.policies.rl_module import MECCATorchRLModule
 
     try:
         module = RLModule.from_checkpoint(path)

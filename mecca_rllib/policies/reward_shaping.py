@@ -96,13 +96,14 @@ def get_weighting(name: str) -> Weighting:
 
 
 # Config attributes every weighting may declare as a keyword parameter (MECCA.md §3).
-WEIGHTING_SETTINGS = ("alpha", "beta", "confidence_form", "error_region_lambda", "focal_gamma")
+WEIGHTING_SETTINGS = ("alpha", "beta", "confidence_form", "confidence_gate", "error_region_lambda",
+                      "focal_gamma")
 
 
 #: Defaults of the reward settings shared by ``MECCAConfig`` and the PPO/APPO configs
 #: (MECCA.md §3 and §6: alpha 0.8, beta 1; the confidence net's Adam lr 1e-4).
 REWARD_DEFAULTS: dict[str, Any] = {
-    "alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "error_region_lambda": 1.0,
+    "alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "confidence_gate": True, "error_region_lambda": 1.0,
     "focal_gamma": 2.0, "voxel_mean_reward": False, "confidence_lr": 1e-4,
 }
 
@@ -173,12 +174,41 @@ def confidence_weight(
     raise ValueError(f"confidence_form must be 'paper' or 'focal', got {confidence_form!r}")
 
 
+def confidence_skill(confidence: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """How much better than chance ``C > 0.5`` tells which actions helped, per step: ``(T, 1)``
+    in [0, 1].
+
+    Over the voxels whose p moved (``gain != 0``): ``(accuracy - chance) / (1 - chance)``,
+    with chance the share of the majority outcome (helped or not), clipped at 0. A net that
+    calls every action good when 80 % are good scores 0, like one that guesses.
+    """
+    moved = gain != 0
+    helped = gain > 0
+    n = moved.sum(1, keepdim=True).clamp_min(1)
+    accuracy = (((confidence > 0.5) == helped) & moved).sum(1, keepdim=True) / n
+    rate = (helped & moved).sum(1, keepdim=True) / n
+    chance = torch.maximum(rate, 1.0 - rate)
+    return ((accuracy - chance) / (1.0 - chance).clamp_min(1e-6)).clamp(0.0, 1.0)
+
+
 def confidence_weighting(
-    inputs: ShapingInputs, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal"
+    inputs: ShapingInputs, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal",
+    confidence_gate: bool = True,
 ) -> torch.Tensor:
-    """MECCA's self-adaptive reward r_i = w(c_i) * gain_i (MECCA.md §3, Eq. 8)."""
+    """MECCA's self-adaptive reward r_i = w(c_i) * gain_i (MECCA.md §3, Eq. 8).
+
+    ``confidence_gate`` (default): rely on the confidence only as far as it beats chance at
+    that step (:func:`confidence_skill` s): ``w = s w(c) + (1 - s) w(0.5)``, so a confidence
+    net that has not learned yet (or has stopped being right) leaves IteR-MRL's reward,
+    scaled by the uninformative weight w(0.5), instead of steering by noise.
+    """
     assert inputs.confidence is not None
-    return confidence_weight(inputs.confidence, alpha, beta, confidence_form) * inputs.gain
+    weight = confidence_weight(inputs.confidence, alpha, beta, confidence_form)
+    if confidence_gate:
+        skill = confidence_skill(inputs.confidence, inputs.gain)
+        neutral = confidence_weight(torch.full_like(skill, 0.5), alpha, beta, confidence_form)
+        weight = skill * weight + (1.0 - skill) * neutral
+    return weight * inputs.gain
 
 
 register_weighting("none", no_weighting)

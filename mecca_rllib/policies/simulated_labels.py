@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mecca_rllib.envs.rollout import EnvEpisode, StepOutput, action_values, play_episode, policy_step
 from mecca_rllib.policies.connectors import EpisodeLabels, labels_from_infos
 
 __all__ = [
@@ -113,35 +114,34 @@ def simulated_label_agreement(
     ``InteractiveSegEnv``) on its unlabeled cases, reading the truth through ``env.label``,
     which training never sees. Returns ``agreement`` (all voxels), ``masked_agreement``
     (voxels with M = 1; NaN if none) and ``mask_fraction``; empty if no case is unlabeled.
-    ``module`` needs ``policy_logits``, ``confidence`` and ``action_values_of``.
+    ``module`` needs ``policy_logits`` and ``confidence``; the episodes are the rollout
+    core's (:func:`mecca_rllib.envs.rollout.play_episode`).
     """
-    from mecca_rllib.evaluation import _choose
-
     unlabeled = np.flatnonzero(~np.asarray(env.source.labeled, dtype=bool))
     if len(unlabeled) == 0:
         return {}
     generator = torch.Generator().manual_seed(int(seed))
+
+    def sampled(obs: np.ndarray, **_: bool) -> StepOutput:  # actions as in training
+        return policy_step(module, obs, explore=True, generator=generator, with_confidence=True)
+
     agree = agree_masked = masked = total = 0.0
     was_training = module.training
     module.eval()
     try:
         for i in range(episodes):
-            obs, _ = env.reset(seed=int(seed) + i, options={"case": int(unlabeled[i % len(unlabeled)])})
+            episode = EnvEpisode(env, seed=int(seed) + i,
+                                 options={"case": int(unlabeled[i % len(unlabeled)])})
             truth = torch.from_numpy(np.asarray(env.label, dtype=np.float32))[None]
-            done = False
-            while not done:
-                x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))[None]
-                action = _choose(module.policy_logits(x), True, generator)
-                a = module.action_values_of(action)
-                c = module.confidence(x, a)
+            for rec in play_episode(episode, sampled):
+                a = action_values(torch.from_numpy(rec.out.actions))[None]
+                c = torch.from_numpy(rec.out.confidence)[None]
                 hit = (simulated_label(a, c) == truth).float()
                 m = gradient_mask(c, delta)
                 agree += hit.sum().item()
                 agree_masked += (hit * m).sum().item()
                 masked += m.sum().item()
                 total += hit.numel()
-                obs, _, terminated, truncated, _ = env.step(action[0].numpy())
-                done = terminated or truncated
     finally:
         if was_training:
             module.train()

@@ -88,7 +88,7 @@ def create_app(
     """The web app around a MECCA checkpoint.
 
     Args:
-        checkpoint: an exported module folder or an Algorithm checkpoint (``load_rl_module``).
+        checkpoint: a ``mecca export`` folder or an Algorithm checkpoint (``load_inference_module``).
         data_dir: dataset folder (MSD, BraTS or images/+labels/); its cases are listed by name.
         channel, label_value: image channel (index or name) and label class of ``data_dir`` cases.
         idle_timeout_s: a tab's session is dropped after this long without a request.
@@ -96,12 +96,12 @@ def create_app(
         max_sessions: most concurrent sessions (tabs).
         max_voxels: largest volume accepted.
         session_kwargs: keyword arguments of every ``InteractiveSession`` (``device``,
-            ``k``, ``roi_margin``, ``hint_kernel``, ...).
+            ``k``, ``roi_margin``, ``hint_kernel``, ``backend``, ...).
         allowed_hosts: accepted ``Host`` headers (``("*",)`` to accept any).
     """
-    from mecca_rllib.policies.checkpoints import load_rl_module
+    from mecca_rllib.inference import load_inference_module
 
-    module = load_rl_module(checkpoint)
+    module = load_inference_module(checkpoint)  # an export loads without Ray
     cases: dict[str, Case] = {}
     if data_dir is not None:
         cases = {case.name: case for case in discover_cases(data_dir)}

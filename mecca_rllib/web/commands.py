@@ -55,12 +55,14 @@ def _positive(kind):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mecca serve``."""
+    from mecca_rllib.session_commands import add_model_options
+
     p = subparsers.add_parser(
         "serve", help="browser UI: interactive segmentation with advice regions",
         description="Serve the interactive segmentation page: pick a case of --data or upload a "
         "NIfTI, click on boundaries, Step, and export the segmentation.",
     )  # fmt: skip
-    p.add_argument("--checkpoint", required=True, help="Algorithm checkpoint or exported module folder")
+    add_model_options(p)
     p.add_argument("--data", default=None, help="dataset folder (MSD, BraTS or images/+labels/) to list cases from")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -96,7 +98,8 @@ def serve(args: argparse.Namespace) -> int:
     channel = args.channel
     if channel is not None and channel.lstrip("-").isdigit():
         channel = int(channel)
-    session_kwargs = {"k": args.k, "roi_margin": args.roi_margin, "hint_kernel": args.hint_kernel}
+    session_kwargs = {"k": args.k, "roi_margin": args.roi_margin, "hint_kernel": args.hint_kernel,
+                      "backend": getattr(args, "backend", "torch")}
     if args.device:
         session_kwargs["device"] = args.device
     app = create_app(

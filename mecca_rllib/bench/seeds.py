@@ -1,0 +1,193 @@
+"""Several ``mecca bench`` runs that differ only in the training seed, as one report.
+
+    mecca bench --small --seed 0 --out runs/phantoms_seed0     # ... seed 1, seed 2
+    mecca bench --combine runs/phantoms_seed* --out benchmarks/results/phantoms_small
+
+Per method and seed, Dice is first averaged over the test episodes (cases x click
+repeats); the report gives the mean ± std of those per-seed means across seeds (the
+spread a new training run would show), the per-step curve, empty-mask seeds and the
+acceptance checks of MECCA.md §7's ranking (MECCA above IteR-MRL, near or above the
+best supervised baseline, Dice rising with clicks).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mecca_rllib.bench.report import load_results
+from mecca_rllib.data.atomic import atomic_file
+
+__all__ = ["SeedSummary", "combine_seeds", "summarize_seeds"]
+
+#: A final Dice below this (in %) on every test episode counts as an empty-mask collapse.
+EMPTY_DICE = 1.0
+
+
+@dataclass
+class SeedSummary:
+    """One method over seeds: ``per_step`` is ``(S, T)`` Dice in %, one row per seed."""
+
+    name: str
+    seeds: list[int]
+    per_step: np.ndarray
+    empty_seeds: list[int]
+    env_steps: list[float]
+
+    @property
+    def final(self) -> np.ndarray:
+        """Final Dice per seed, ``(S,)`` in %."""
+        return self.per_step[:, -1]
+
+
+def summarize_seeds(folders: Sequence[str | os.PathLike]) -> tuple[list[SeedSummary], list[dict[str, Any]]]:
+    """Read each folder's ``results.json``; returns per-method summaries (table order of the
+    first run) and the runs' ``meta`` dicts.
+
+    Raises:
+        ValueError: no folder, a folder without results, two runs with one seed, or runs
+            whose budgets or datasets differ (they would not be seeds of one setting).
+    """
+    if not folders:
+        raise ValueError("--combine: no run folder given")
+    runs = []
+    for folder in folders:
+        path = Path(folder) / "results.json"
+        if not path.is_file():
+            raise ValueError(f"{path}: not found (is {folder} a `mecca bench` output folder?)")
+        results, meta = load_results(path)
+        if "seed" not in meta:
+            raise ValueError(f"{path}: meta.seed is missing (rerun with this version's mecca bench)")
+        runs.append((int(meta["seed"]), results, meta))
+    seeds = [s for s, _, _ in runs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--combine: runs repeat a training seed: {seeds}")
+    for key in ("budget", "dataset", "protocol"):
+        values = {str(m.get(key)) for _, _, m in runs}
+        if len(values) > 1:
+            raise ValueError(f"--combine: the runs differ in {key}: {sorted(values)}")
+    names = [r.name for r in runs[0][1]]
+    summaries = []
+    for name in names:
+        rows, empty, spent, used = [], [], [], []
+        for seed, results, _ in runs:
+            found = [r for r in results if r.name == name]
+            if not found:
+                continue
+            dice = 100.0 * found[0].dice[..., 1:]  # (R, C, T) in %
+            rows.append(dice.reshape(-1, dice.shape[-1]).mean(axis=0))
+            used.append(seed)
+            spent.append(float(found[0].training.get("env_steps", float("nan"))))
+            if float(dice[..., -1].max()) < EMPTY_DICE:
+                empty.append(seed)
+        summaries.append(SeedSummary(name, used, np.stack(rows), empty, spent))
+    return summaries, [m for _, _, m in runs]
+
+
+def _pm(values: np.ndarray) -> str:
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{float(np.mean(values)):.2f} ± {std:.2f}"
+
+
+def _checks(summaries: list[SeedSummary]) -> list[str]:
+    by = {s.name: s for s in summaries}
+    lines = []
+    mecca, iter_mrl = by.get("MECCA"), by.get("IteR-MRL")
+    if mecca and iter_mrl:
+        gap = mecca.final.mean() - iter_mrl.final.mean()
+        lines.append(f"MECCA - IteR-MRL: {gap:+.2f} Dice points (goal >= +1): "
+                     f"{'met' if gap >= 1 else 'missed'}")
+    if mecca and "DeepIGeoS" in by:
+        gap = mecca.final.mean() - by["DeepIGeoS"].final.mean()
+        lines.append(f"MECCA - DeepIGeoS-like: {gap:+.2f} Dice points (goal >= -5, paper: > 0): "
+                     f"{'met' if gap >= -5 else 'missed'}")
+    rl_empty = {s.name: s.empty_seeds for s in summaries if s.name in ("MECCA", "IteR-MRL") and s.empty_seeds}
+    lines.append("RL runs ending with empty masks: " + (", ".join(
+        f"{n} seed(s) {v}" for n, v in rl_empty.items()) if rl_empty else "none"))
+    if mecca:
+        steps = mecca.per_step.mean(axis=0)
+        diffs = np.diff(steps)
+        rises, worst = int((diffs > 0).sum()), float(diffs.min()) if len(diffs) else 0.0
+        ok = rises >= min(3, len(diffs)) and worst >= -0.5
+        lines.append(f"MECCA's mean Dice per step: {' -> '.join(f'{v:.2f}' for v in steps)}; "
+                     f"{rises} of {len(diffs)} transitions rise, largest fall {min(worst, 0):.2f} "
+                     f"(goal: >= 3 rises, no fall > 0.5): {'met' if ok else 'missed'}")
+    return lines
+
+
+def render_seeds(summaries: list[SeedSummary], metas: list[dict[str, Any]], title: str) -> str:
+    """The combined report as Markdown."""
+    first = metas[0]
+    seeds = sorted(int(m["seed"]) for m in metas)
+    steps = summaries[0].per_step.shape[1]
+    lines = [f"# {title}", ""]
+    for key in ("dataset", "budget", "protocol", "settings", "machine"):
+        if key in first:
+            value = str(first[key])
+            if key == "settings":  # one run's settings end with its own seed
+                value = value.removesuffix(f", seed {first['seed']}")
+            lines.append(f"- **{key}**: {value}")
+    lines += [f"- **training seeds**: {seeds} (data and its split fixed: data seed "
+              f"{first.get('data_seed', 0)})",
+              "- **runs**: " + "; ".join(f"seed {m['seed']}: `{m.get('command', '?')}` at "
+                                          f"{m.get('commit', '?')}, {m.get('runtime', '?')}"
+                                          for m in sorted(metas, key=lambda m: int(m['seed']))),
+              "",
+              "Dice (%): per seed the mean over test episodes; here the mean ± std of those "
+              "across seeds.", "",
+              "## Final Dice across seeds", "",
+              "| method | Dice (%) | per seed | env steps trained | seeds with empty masks |",
+              "|---|---|---|---|---|"]
+    for s in summaries:
+        per = ", ".join(f"{v:.1f}" for v in s.final)
+        lines.append(f"| {s.name} | {_pm(s.final)} | {per} | {np.mean(s.env_steps):,.0f} | "
+                     f"{s.empty_seeds or 'none'} |")
+    lines += ["", "## Dice (%) per interaction step across seeds", "",
+              "| method | " + " | ".join(f"step {t + 1}" for t in range(steps)) + " |",
+              "|---|" + "---|" * steps]
+    for s in summaries:
+        lines.append(f"| {s.name} | " + " | ".join(_pm(s.per_step[:, t]) for t in range(steps)) + " |")
+    lines += ["", "## Checks", ""] + [f"- {line}" for line in _checks(summaries)]
+    lines += ["", "![Dice per step across seeds](dice_per_step_seeds.png)", ""]
+    return "\n".join(lines)
+
+
+def combine_seeds(folders: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                  title: str = "MECCA benchmark across training seeds") -> Path:
+    """Write ``report.md`` and ``dice_per_step_seeds.png`` for ``folders`` into ``out``."""
+    summaries, metas = summarize_seeds(folders)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _plot(summaries, out / "dice_per_step_seeds.png")
+    path = out / "report.md"
+    with atomic_file(path) as tmp:
+        tmp.write_text(render_seeds(summaries, metas, title))
+    return path
+
+
+def _plot(summaries: list[SeedSummary], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for s in summaries:
+        mean = s.per_step.mean(axis=0)
+        std = s.per_step.std(axis=0, ddof=1) if len(s.per_step) > 1 else np.zeros_like(mean)
+        x = np.arange(1, len(mean) + 1)
+        ax.plot(x, mean, marker="o", label=f"{s.name} ({len(s.seeds)} seeds)")
+        ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+    ax.set_xlabel("interaction step")
+    ax.set_ylabel("Dice (%)")
+    ax.set_xticks(range(1, summaries[0].per_step.shape[1] + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

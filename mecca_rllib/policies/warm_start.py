@@ -1,0 +1,130 @@
+"""Warm start: MECCA's policy initialised from a supervised P-Net (README "Learning quality").
+
+A warm-start file holds a P-Net (``mecca_rllib.baselines.PNet``: ``len(dilations)`` dilated
+blocks + a 1x1x1 convolution to one foreground logit ``z``) trained on the same data, and
+which observation channels it reads. :func:`warm_start_state` maps it onto the module
+(MECCA.md §2 layout):
+
+- the first three blocks -> the shared trunk; the last two -> the policy head's and the
+  value head's blocks (the value head keeps its own output layer);
+- the logit layer -> the six action logits, ``logit_k = scale * (a_k / 0.4) * z``: where
+  the P-Net says foreground (``z > 0``) the argmax action is +0.4, elsewhere -0.4, and the
+  sampled policy still tries the smaller moves (pixelRL-style initialisation);
+- observation channels the P-Net did not read get zero input weights.
+
+The confidence network is not touched: it learns from the rollouts (MECCA.md §2).
+
+    save_warm_start("pnet.pt", net.state_dict(), channels=(0, 1, 2), width=16, dilations=...)
+    config.training(init_from="pnet.pt")  # loaded by MECCA.setup before the first update
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mecca_rllib.data.atomic import atomic_file
+from mecca_rllib.data.errors import DataError
+from mecca_rllib.envs.spaces import ACTION_VALUES
+
+__all__ = ["FORMAT", "load_warm_start", "save_warm_start", "warm_start_state"]
+
+#: Format tag of a warm-start file; a file without it (or with another) is refused.
+FORMAT = "mecca-rllib/pnet-warm-start-v1"
+_TRUNK_BLOCKS = 3
+
+
+def save_warm_start(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
+                    channels: Sequence[int], width: int, dilations: Sequence[int],
+                    meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a P-Net's weights and what they read (atomically); returns the path.
+
+    ``channels``: the observation channels (image 0, p 1, hint 2...) the P-Net's first
+    convolution reads, in its input order. ``meta``: free-form provenance (kind, env steps).
+    """
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "channels": [int(c) for c in channels],
+        "width": int(width),
+        "dilations": [int(d) for d in dilations],
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "meta": dict(meta or {}),
+    }
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_warm_start(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a file written by :func:`save_warm_start`.
+
+    Raises:
+        DataError: missing, unreadable, or not a warm-start file (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "warm-start file not found (write one with `mecca pretrain`)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many kinds on corrupt files
+        raise DataError(path, f"not a readable warm-start file ({type(err).__name__}: {err})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(path, f"not a MECCA warm-start file: format {found!r}, expected {FORMAT!r}")
+    return payload
+
+
+def _blocks(state: Mapping[str, Any], prefix: str) -> list[tuple[str, str]]:
+    """``(suffix, key)`` of the two convolutions per block under ``prefix`` (``"blocks.0.0.weight"``)."""
+    return sorted((k[len(prefix):], k) for k in state if k.startswith(prefix))
+
+
+def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *,
+                     width: int, dilations: Sequence[int], action_scale: float = 1.0,
+                     source: str | os.PathLike = "warm start") -> dict[str, np.ndarray]:
+    """The module's state dict with trunk and heads taken from a P-Net (module docstring).
+
+    ``module_state``: the MECCA module's weights (numpy or torch, as RLlib's
+    ``get_weights`` returns them); ``warm``: a :func:`load_warm_start` payload;
+    ``width``/``dilations``: the module's. Returns numpy arrays, every key of ``module_state``.
+
+    Raises:
+        DataError: the P-Net's width, dilations or channels do not fit the module.
+    """
+    if int(warm["width"]) != int(width) or [int(d) for d in warm["dilations"]] != [int(d) for d in dilations]:
+        raise DataError(source, f"P-Net width {warm['width']}, dilations {list(warm['dilations'])} do "
+                                f"not match the policy's width {width}, dilations {list(dilations)}")
+    out = {k: np.array(v, dtype=np.float32, copy=True) for k, v in module_state.items()}
+    pnet = {k: np.asarray(v, dtype=np.float32) for k, v in warm["state_dict"].items()}
+    in_channels = out["trunk.0.0.weight"].shape[1]
+    channels = [int(c) for c in warm["channels"]]
+    if not channels or max(channels) >= in_channels or len(set(channels)) != len(channels):
+        raise DataError(source, f"P-Net reads observation channels {channels}, the policy has "
+                                f"{in_channels} (image, p, hint...)")
+    n_blocks = len(dilations)
+    targets = [f"trunk.{i}." for i in range(_TRUNK_BLOCKS)]
+    heads = [f"blocks.{i - _TRUNK_BLOCKS}." for i in range(_TRUNK_BLOCKS, n_blocks)]
+    for i in range(n_blocks):
+        for suffix, key in _blocks(pnet, f"blocks.{i}."):
+            value = pnet[key]
+            if i == 0 and suffix == "0.weight":  # first conv: scatter onto the module's channels
+                full = np.zeros_like(out["trunk.0.0.weight"])
+                full[:, channels] = value
+                value = full
+            names = ([targets[i] + suffix] if i < _TRUNK_BLOCKS else
+                     [f"{head}.{heads[i - _TRUNK_BLOCKS]}{suffix}" for head in ("policy_head", "value_head")])
+            for name in names:
+                if name not in out or out[name].shape != value.shape:
+                    raise DataError(source, f"P-Net tensor {key} {value.shape} does not fit the "
+                                            f"policy's {name} {out.get(name, np.empty(0)).shape}")
+                out[name] = value.copy()
+    # Eq. of the module docstring: logit_k = scale * (a_k / max|a|) * z.
+    gains = action_scale * np.asarray(ACTION_VALUES, np.float32) / max(abs(a) for a in ACTION_VALUES)
+    out["policy_head.out.weight"] = gains[:, None, None, None, None] * pnet["out.weight"]
+    out["policy_head.out.bias"] = gains * pnet["out.bias"]
+    return out

@@ -1,0 +1,81 @@
+"""``mecca bench --seed`` / ``--test-dataset`` / ``--combine``: runs that differ in the
+training seed become one mean ± std report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mecca_rllib.bench.datasets import open_bench_data, open_test_data
+from mecca_rllib.bench.protocol import MethodResult
+from mecca_rllib.bench.report import write_report
+from mecca_rllib.bench.seeds import combine_seeds, summarize_seeds
+
+from test_bench_run import run_cli
+
+STEPS, CASES, REPEATS = 3, 2, 2
+
+
+def _result(name: str, final: float, rise: float = 0.02) -> MethodResult:
+    curve = np.array([0.0, *(final - rise * (STEPS - 1 - t) for t in range(STEPS))])
+    dice = np.broadcast_to(curve, (REPEATS, CASES, STEPS + 1)).copy()
+    zeros = np.zeros((REPEATS, CASES, STEPS))
+    return MethodResult(name, ["a", "b"], dice, zeros + 1.0, zeros, zeros, zeros,
+                        training={"env_steps": 100})
+
+
+def _run(tmp_path, seed: int, finals: dict[str, float], **meta) -> str:
+    out = tmp_path / f"seed{seed}"
+    results = [_result(name, value) for name, value in finals.items()]
+    write_report(results, out, {"title": "t", "seed": seed, "budget": "100 environment steps",
+                                "dataset": "phantoms", "protocol": "T = 3", **meta})
+    return str(out)
+
+
+def test_seeds_combine_into_mean_and_std_with_the_checks(tmp_path):
+    runs = [_run(tmp_path, s, {"DeepIGeoS": 0.85, "IteR-MRL": 0.70 + 0.01 * s, "MECCA": m})
+            for s, m in ((0, 0.82), (1, 0.84), (2, 0.0))]
+    summaries, metas = summarize_seeds(runs)
+    mecca = next(s for s in summaries if s.name == "MECCA")
+    assert mecca.seeds == [0, 1, 2] and mecca.empty_seeds == [2]
+    np.testing.assert_allclose(mecca.final, [82.0, 84.0, 0.0])
+    report = combine_seeds(runs, tmp_path / "combined")
+    text = report.read_text()
+    assert f"| MECCA | {np.mean([82, 84, 0]):.2f} ± {np.std([82, 84, 0], ddof=1):.2f} |" in text
+    assert "MECCA seed(s) [2]" in text  # the collapsed seed is named
+    assert "IteR-MRL: -" in text and "missed" in text
+    assert (tmp_path / "combined" / "dice_per_step_seeds.png").stat().st_size > 1000
+
+
+def test_combine_refuses_runs_that_are_not_seeds_of_one_setting(tmp_path):
+    a = _run(tmp_path, 0, {"MECCA": 0.8})
+    with pytest.raises(ValueError, match="repeat a training seed"):
+        summarize_seeds([a, a])
+    b = _run(tmp_path, 1, {"MECCA": 0.8}, budget="200 environment steps")
+    with pytest.raises(ValueError, match="differ in budget"):
+        summarize_seeds([a, b])
+    with pytest.raises(ValueError, match="results.json: not found"):
+        summarize_seeds([tmp_path / "nothing"])
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps({"meta": {}, "results": []}))
+    with pytest.raises(ValueError, match="meta.seed is missing"):
+        summarize_seeds([old])
+
+
+def test_seed_and_test_dataset_reach_the_benchmark(monkeypatch, tmp_path):
+    config = run_cli(monkeypatch, "--small", "--seed", "2", "--test-dataset", str(tmp_path))
+    assert config.settings.seed == 2 and config.data_seed == 0  # the data stays fixed
+    assert config.test_dataset == str(tmp_path)
+    assert config.describe()["seed"] == "training seed 2, data seed 0"
+
+
+def test_test_dataset_replaces_the_test_split_only():
+    data = open_bench_data("phantoms", (8, 16, 16), num_train=3, num_test=2)
+    other = open_test_data("phantoms", (8, 16, 16), seed=5, num_test=4)
+    moved = data.with_test(other)
+    assert moved.train is data.train and len(moved.test) == 4
+    rng = np.random.default_rng(0)
+    assert not np.array_equal(moved.test.get(0, rng)[0], data.test.get(0, rng)[0])
+    assert "tested on" in moved.description

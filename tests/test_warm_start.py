@@ -1,0 +1,118 @@
+"""Warm start: a supervised P-Net's weights become MECCA's policy (policies/warm_start.py),
+and the confidence gate of the self-adaptive reward (reward_shaping.confidence_skill)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mecca_rllib.baselines import PNet
+from mecca_rllib.data import DataError
+from mecca_rllib.envs import ACTION_VALUES
+from mecca_rllib.policies.reward_shaping import (
+    ShapingInputs,
+    confidence_skill,
+    confidence_weight,
+    get_weighting,
+)
+from mecca_rllib.policies.warm_start import load_warm_start, save_warm_start, warm_start_state
+
+from conftest import TINY_NET
+
+PLUS, MINUS = int(np.argmax(ACTION_VALUES)), int(np.argmin(ACTION_VALUES))
+
+
+def _pnet(channels: tuple[int, ...]) -> PNet:
+    torch.manual_seed(1)
+    net = PNet(len(channels), TINY_NET["width"], TINY_NET["dilations"])
+    with torch.no_grad():
+        net.out.bias.fill_(0.05)  # something the mapping must carry over
+    return net
+
+
+def _warm(make_tiny_module, tmp_path, channels=(0, 1, 2)):
+    net = _pnet(channels)
+    path = save_warm_start(tmp_path / "pnet.pt", net.state_dict(), channels=channels,
+                           width=TINY_NET["width"], dilations=TINY_NET["dilations"])
+    module = make_tiny_module()
+    state = warm_start_state(module.state_dict(), load_warm_start(path), width=TINY_NET["width"],
+                             dilations=TINY_NET["dilations"], source=path)
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    return net, module.eval()
+
+
+@pytest.mark.parametrize("channels", [(0, 1, 2), (0, 2)])
+def test_warm_policy_moves_p_the_way_the_pnet_segments(make_tiny_module, tmp_path, channels):
+    net, module = _warm(make_tiny_module, tmp_path, channels)
+    obs = torch.randn(2, 3, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = net(obs[:, list(channels)])
+        actions = module.policy_logits(obs).argmax(1)
+    expected = torch.where(z > 0, PLUS, MINUS)
+    assert torch.equal(actions, expected)  # +0.4 where the P-Net says foreground, else -0.4
+    if channels == (0, 2):  # the P-Net never read p: the warm policy ignores it too
+        moved = obs.clone()
+        moved[:, 1] = torch.rand_like(moved[:, 1])
+        with torch.no_grad():
+            assert torch.equal(module.policy_logits(moved).argmax(1), actions)
+
+
+def test_warm_start_keeps_the_confidence_net(make_tiny_module, tmp_path):
+    _, module = _warm(make_tiny_module, tmp_path)
+    fresh = make_tiny_module().state_dict()
+    for key, value in module.state_dict().items():
+        if key.startswith("confidence_net."):
+            assert torch.equal(value, fresh[key]), key
+        if key.startswith("value_head.blocks."):
+            assert torch.equal(value, module.state_dict()["policy_head" + key[len("value_head"):]])
+
+
+def test_bad_warm_start_files_are_refused_by_name(make_tiny_module, tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a torch file")
+    with pytest.raises(DataError, match="corrupt.pt: not a readable warm-start file"):
+        load_warm_start(corrupt)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something-else"}, other)
+    with pytest.raises(DataError, match="other.pt: not a MECCA warm-start file"):
+        load_warm_start(other)
+    with pytest.raises(DataError, match="missing.pt: warm-start file not found"):
+        load_warm_start(tmp_path / "missing.pt")
+    path = save_warm_start(tmp_path / "wide.pt", PNet(3, 8, TINY_NET["dilations"]).state_dict(),
+                           channels=(0, 1, 2), width=8, dilations=TINY_NET["dilations"])
+    with pytest.raises(DataError, match="wide.pt: P-Net width 8.*policy's width 4"):
+        warm_start_state(make_tiny_module().state_dict(), load_warm_start(path), width=4,
+                         dilations=TINY_NET["dilations"], source=path)
+
+
+def test_confidence_skill_is_zero_for_guessing_and_one_for_knowing():
+    gen = torch.Generator().manual_seed(0)
+    gain = torch.where(torch.rand(3, 500, generator=gen) < 0.8, 1.0, -1.0)
+    always_sure = torch.full_like(gain, 0.9)  # calls every action good: the majority rate
+    assert torch.allclose(confidence_skill(always_sure, gain), torch.zeros(3, 1))
+    knows = torch.where(gain > 0, 0.9, 0.1)
+    assert torch.allclose(confidence_skill(knows, gain), torch.ones(3, 1))
+    coin = torch.rand(3, 500, generator=gen)
+    assert float(confidence_skill(coin, gain).max()) < 0.1
+
+
+def test_gated_reward_falls_back_to_the_neutral_weight_where_confidence_guesses():
+    gen = torch.Generator().manual_seed(0)
+    label = (torch.rand(2, 400, generator=gen) < 0.3).float()
+    p_prev = torch.full_like(label, 0.5)
+    step = torch.where(torch.rand(2, 400, generator=gen) < 0.7, 0.2, -0.2)
+    p_next = p_prev + torch.where(label > 0, step, -step)  # 70 % of actions help
+    guessing = torch.full_like(label, 0.8)  # step 0 and 1: no better than the majority
+    inputs = ShapingInputs(p_prev, p_next, label, guessing)
+    weighting = get_weighting("confidence")
+    params = {"alpha": 0.8, "beta": 1.0, "confidence_form": "focal"}
+    gated = weighting(inputs, {**params, "confidence_gate": True})
+    neutral = confidence_weight(torch.tensor(0.5), **params)
+    assert torch.allclose(gated, neutral * inputs.gain)
+    ungated = weighting(inputs, {**params, "confidence_gate": False})
+    assert torch.allclose(ungated, confidence_weight(guessing, **params) * inputs.gain)
+    knowing = torch.where(inputs.gain > 0, 0.9, 0.1)  # a perfect net keeps the paper's w(c)
+    perfect = ShapingInputs(p_prev, p_next, label, knowing)
+    assert torch.allclose(weighting(perfect, {**params, "confidence_gate": True}),
+                          confidence_weight(knowing, **params) * perfect.gain)
+    assert np.isfinite(gated.numpy()).all()
