@@ -117,13 +117,10 @@ def _message(err: BaseException) -> str:
 
 
 def _load_job(path: str) -> Any:
-    """Worker: load a checkpoint or exported module and check it drives a session."""
-    from mecca_rllib.policies.checkpoints import load_rl_module
-
+    """Worker: load a checkpoint or exported module and check it drives a session (an
+    export loads as pure torch, without Ray)."""
     try:
-        module = load_rl_module(path)
-        session = InteractiveSession(module)  # validates policy_logits/confidence/shape
-        return session
+        return InteractiveSession.from_checkpoint(path)  # validates policy_logits/confidence/shape
     except Exception as err:  # noqa: BLE001 - shown to the user as a notification
         return _Failed(f"MECCA: cannot load a model from {path}: {_message(err)}")
 
