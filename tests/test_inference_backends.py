@@ -154,7 +154,7 @@ def test_default_backend_is_the_module_itself(trained):
 def test_auto_picks_an_available_backend():
     assert resolve_backend("auto") in available_backends()
     if backends_mod.openvino_installed():
-        assert resolve_backend("auto").startswith("openvino")
+        assert resolve_backend("auto") == "openvino"  # fp32: measured fastest on CPU
 
 
 def test_unknown_or_missing_backend_names_the_extra(trained, monkeypatch):
@@ -163,7 +163,7 @@ def test_unknown_or_missing_backend_names_the_extra(trained, monkeypatch):
     monkeypatch.setattr(backends_mod, "openvino_installed", lambda: False)
     with pytest.raises(ValueError, match=r"needs OpenVINO, which is not installed: pip install mecca-rllib\[openvino\]"):
         InteractiveSession(trained, backend="openvino")
-    assert resolve_backend("auto") in ("torch", "torch-bf16")
+    assert resolve_backend("auto") == "torch"  # bf16 autocast measured no faster on CPU
     monkeypatch.setattr(backends_mod, "bf16_supported", lambda device="cpu": False)
     with pytest.raises(ValueError, match="no native bf16 support"):
         make_backend("torch-bf16", trained)

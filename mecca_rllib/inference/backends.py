@@ -12,8 +12,9 @@ rollout core (``envs.rollout.policy_step``, ``ModuleSegmenter``) runs it as well
 - ``openvino`` / ``openvino-bf16``: the nets converted with ``openvino.convert_model`` (or
   read from an OpenVINO export), compiled once per volume shape and cached; fp32, or the
   bf16 inference precision hint (the optional extra ``pip install mecca-rllib[openvino]``);
-- ``auto``: the fastest available one: OpenVINO if installed (bf16 hint where the CPU has
-  bf16), else ``torch-bf16`` if the CPU has bf16, else ``torch``.
+- ``auto``: the fastest one measured (README "Fast inference"): on CPU ``openvino`` (fp32)
+  if installed, else ``torch`` (bf16 was no faster there); on a GPU ``torch-bf16`` where
+  supported, else ``torch``.
 """
 from __future__ import annotations
 
@@ -95,9 +96,9 @@ def resolve_backend(name: str, device: str | torch.device = "cpu") -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown inference backend {name!r}; choose one of {', '.join(BACKENDS)} "
                          f"(openvino needs the extra: {OPENVINO_EXTRA})")
-    if name == "auto":
-        if device.type == "cpu" and openvino_installed():
-            return "openvino-bf16" if bf16_supported("cpu") else "openvino"
+    if name == "auto":  # measured (README "Fast inference"): on CPU bf16 brought nothing
+        if device.type == "cpu":
+            return "openvino" if openvino_installed() else "torch"
         return "torch-bf16" if bf16_supported(device) else "torch"
     if name.startswith("openvino"):
         if not openvino_installed():
