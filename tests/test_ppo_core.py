@@ -168,3 +168,29 @@ def test_ppo_weighting_registered_on_the_driver_only_reaches_a_remote_learner(ra
     finally:
         algo.stop()
     assert np.isfinite(result["learners"]["default_policy"]["policy_loss"])
+
+
+def test_voxel_kl_stays_finite_when_a_probability_underflows():
+    """A voxel whose current policy gives an action probability 0 in fp32 must not make the
+    KL statistic (and APPO's KL loss) infinite; elsewhere it is the categorical KL."""
+    import torch
+
+    from mecca_rllib.policies.distribution import VoxelCategorical
+    from mecca_rllib.policies.ppo import voxel_ppo_loss
+
+    g = torch.Generator().manual_seed(0)
+    old = torch.randn(1, 6, 2, 2, 2, generator=g)
+    logits = torch.randn(1, 6, 2, 2, 2, generator=g)
+    n = 8
+    kwargs = dict(actions=torch.zeros(1, 2, 2, 2, dtype=torch.long), behaviour_logp=torch.zeros(1, n),
+                  advantages=torch.ones(1, n), values=torch.zeros(1, n), value_targets=torch.zeros(1, n),
+                  mask=torch.ones(1, n), clip_param=0.2, vf_clip_param=10.0, vf_loss_coeff=1.0,
+                  entropy_coeff=0.0, is_ratio_clip=2.0)
+    _, stats = voxel_ppo_loss(logits=logits, old_logits=old, **kwargs)
+    (kl_key,) = [k for k in stats if "kl" in k]
+    reference = VoxelCategorical(old).kl(VoxelCategorical(logits)).mean()
+    torch.testing.assert_close(stats[kl_key], reference, rtol=1e-5, atol=1e-6)
+    logits[0, 1:, 0, 0, 0] = 150.0  # action 0 at one voxel: probability exp(-150) = 0 in fp32
+    logits[0, 0, 0, 0, 0] = -150.0
+    _, stats = voxel_ppo_loss(logits=logits, old_logits=old, **kwargs)
+    assert torch.isfinite(stats[kl_key]) and stats[kl_key] > reference

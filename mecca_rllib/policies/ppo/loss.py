@@ -55,7 +55,10 @@ def voxel_ppo_loss(
     vf_loss = (values - value_targets) ** 2
     vf_clipped = torch.clamp(vf_loss, 0.0, vf_clip_param)
     entropy = curr.entropy()  # (B, N)
-    kl = old.kl(curr)  # (B, N)
+    # KL(old || curr) per voxel from log-softmax: finite where a probability underflows to 0
+    # (torch's categorical KL is inf there, which made APPO's mean_kl_loss inf at times).
+    log_old, log_curr = torch.log_softmax(old_logits, dim=1), torch.log_softmax(logits, dim=1)
+    kl = (log_old.exp() * (log_old - log_curr)).sum(1).flatten(1)  # (B, N)
     loss = masked_mean(-surrogate + vf_loss_coeff * vf_clipped - entropy_coeff * entropy, mask)
     stats = {
         POLICY_LOSS_KEY: masked_mean(-surrogate, mask),
