@@ -61,8 +61,7 @@ def train_and_evaluate(args: argparse.Namespace, fraction: float, simulated: boo
     from mecca_rllib.evaluation import evaluate
     from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
     from mecca_rllib.policies.simulated_labels import simulated_label_agreement
-    from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
-    from mecca_rllib.policies.warm_start import load_warm_start, warm_start_state
+    from mecca_rllib.policies.warm_start import warm_start_from_file
     from mecca_rllib.train import build_algorithm_config, held_out_env_config, prepare_warm_start
 
     with tempfile.TemporaryDirectory(prefix="mecca_label_eff_") as tmp:
@@ -75,10 +74,7 @@ def train_and_evaluate(args: argparse.Namespace, fraction: float, simulated: boo
         if config["training"].get("init_from"):
             path = config["training"]["init_from"]
             policy = learner.module["default_policy"]
-            model = {**DEFAULT_MODEL_CONFIG, **(algo_config.model_config or {})}
-            policy.set_state(warm_start_state(policy.get_state(), load_warm_start(path),
-                                              width=int(model["width"]), dilations=model["dilations"],
-                                              source=path))
+            policy.set_state(warm_start_from_file(policy.get_state(), path, algo_config.model_config))
             runner.module.set_state(policy.get_state(inference_only=True))
     schedule = algo_config.delta_schedule()
     trained, start = 0, time.perf_counter()

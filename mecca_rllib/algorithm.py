@@ -40,7 +40,6 @@ from mecca_rllib.policies.connectors import LabelProvider
 from mecca_rllib.policies.diagnostics import collapse_reason
 from mecca_rllib.policies.learner import EPISODES_TRAINED_LIFETIME
 from mecca_rllib.policies.reward_shaping import set_provided
-from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
 from mecca_rllib.policies.simulated_labels import (
     DeltaSchedule,
     SimulatedLabelProvider,
@@ -258,12 +257,10 @@ class MECCA(Algorithm):
         and env runner (``policies/warm_start.py``); the confidence net is untouched."""
         from ray.rllib.core import DEFAULT_MODULE_ID
 
-        from mecca_rllib.policies.warm_start import load_warm_start, warm_start_state
+        from mecca_rllib.policies.warm_start import warm_start_from_file
 
-        model = {**DEFAULT_MODEL_CONFIG, **(self.config.model_config or {})}
         state = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
-        state = warm_start_state(state, load_warm_start(path), width=int(model["width"]),
-                                 dilations=model["dilations"], source=path)
+        state = warm_start_from_file(state, path, self.config.model_config)
         self.learner_group.set_weights({DEFAULT_MODULE_ID: state})
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
                                            inference_only=True)

@@ -31,7 +31,7 @@ from mecca_rllib.data.atomic import atomic_file
 from mecca_rllib.data.errors import DataError
 from mecca_rllib.envs.spaces import ACTION_VALUES
 
-__all__ = ["FORMAT", "load_warm_start", "save_warm_start", "warm_start_state"]
+__all__ = ["FORMAT", "load_warm_start", "save_warm_start", "warm_start_from_file", "warm_start_state"]
 
 #: Format tag of a warm-start file; a file without it (or with another) is refused.
 FORMAT = "mecca-rllib/pnet-warm-start-v1"
@@ -128,3 +128,14 @@ def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *
     out["policy_head.out.weight"] = gains[:, None, None, None, None] * pnet["out.weight"]
     out["policy_head.out.bias"] = gains * pnet["out.bias"]
     return out
+
+
+def warm_start_from_file(module_state: Mapping[str, Any], path: str | os.PathLike,
+                         model_config: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """:func:`warm_start_state` of the warm-start file ``path`` for a module built with
+    ``model_config`` (merged over the module defaults: its width and dilations)."""
+    from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
+
+    model = {**DEFAULT_MODEL_CONFIG, **(model_config or {})}
+    return warm_start_state(module_state, load_warm_start(path), width=int(model["width"]),
+                            dilations=model["dilations"], source=path)
