@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,17 +124,19 @@ session.click(rng.integers(lo, hi, size=(25, 3)))
 session.step()
 t4 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "load": t2 - t1, "start": t3 - t2, "first": t4 - t3,
-                  "ray": "ray" in sys.modules}))
+                  "ray": "ray" in sys.modules, "backend": session.backend.name}))
 """
 
 
-def cold_start(export: Path, backend: str, threads: int) -> dict[str, float]:
-    """Seconds of a fresh process: imports, loading the export, ``start`` (ROI + SLIC), first
-    step (OpenVINO: compiling for the shape), and the whole process wall time."""
+def cold_start(export: Path, backend: str, threads: int, cache_dir: Path) -> dict[str, Any]:
+    """Seconds of a fresh process: imports, loading the export (``auto``: timing the backends
+    unless ``cache_dir`` already holds the choice), ``start`` (ROI + SLIC), first step
+    (OpenVINO: compiling for the shape), and the whole process wall time."""
     start = time.perf_counter()
+    env = os.environ | {"MECCA_CACHE_DIR": str(cache_dir)}
     proc = subprocess.run([sys.executable, "-c", COLD_SCRIPT, str(export), backend, str(threads),
                            json.dumps(ROI), json.dumps(SCAN_SHAPE)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=900)
+                          cwd=Path(__file__).resolve().parents[1], timeout=900, env=env)
     wall = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"cold start of {backend} failed: {proc.stderr[-1500:]}")
@@ -199,10 +202,14 @@ def main() -> None:
         widths = (14, 8, 8, 8, 9, 8, 8, 4)
         print(" ".join(f"{c:<{w}}" if c == "backend" else f"{c:>{w}}" for c, w in zip(columns, widths)))
         print("-" * (sum(widths) + len(widths) - 1))
-        for backend in backends:
-            r = cold_start(export_for(backend, exports[args.width[0]]), backend, threads)
+        cache_dir = Path(tmp.name) / "cache"  # empty: the first auto run times the backends
+        rows = [(b, b) for b in backends] + [("auto", "auto, timing"), ("auto", "auto, cached")]
+        for backend, label in rows:
+            r = cold_start(export_for(backend, exports[args.width[0]]), backend, threads, cache_dir)
             total = r["import"] + r["load"] + r["start"] + r["first"]
-            cells = [f"{backend:<14}"] + [f"{r[k]:>7.2f}s" for k in ("import", "load", "start")]
+            if backend == "auto":
+                label = f"{label}: {r['backend']}"
+            cells = [f"{label:<14}"] + [f"{r[k]:>7.2f}s" for k in ("import", "load", "start")]
             cells += [f"{r['first']:>8.2f}s", f"{total:>7.2f}s", f"{r['wall']:>7.2f}s",
                       f"{'yes' if r['ray'] else 'no':>4}"]
             print(" ".join(cells), flush=True)
@@ -215,7 +222,9 @@ def main() -> None:
           "start = ROI resize + SLIC of the whole supervoxel schedule, once per volume; 1st step = "
           "the first step (OpenVINO compiles for the volume shape there); GFLOP/s = the two "
           "forwards' convolution arithmetic over their wall time. The model is loaded from a "
-          "`mecca export` folder (torch, or openvino for the OpenVINO backends).")
+          "`mecca export` folder (torch, or openvino for the OpenVINO backends). auto: the first "
+          "session on a machine times the available backends on the model's shape and caches the "
+          "choice (timing row); later ones read it (cached row).")
 
 if __name__ == "__main__":
     main()

@@ -10,9 +10,11 @@ One run per call, so that each lever is measured with the same command and budge
         --override env_runners.num_envs_per_env_runner=1 --override training.train_batch_size_per_learner=5
 
 Evaluation: ``mecca train``'s held-out protocol (``split="test"``, 16 phantoms, deterministic
-argmax). Training runs in this process (no Tune) and stops at the first iteration that
-reaches ``--env-steps`` sampled env steps. Never tune on the evaluation phantoms: they are
-the test split.
+argmax) on the **validation** phantoms by default: ``--eval-seed 20000`` draws held-out
+phantoms (and clicks) from another seed than the test phantoms of ``mecca train`` and the
+README (``evaluation.seed``, 10,000), so levers are chosen without looking at test cases.
+Training runs in this process (no Tune) and stops at the first iteration that reaches
+``--env-steps`` sampled env steps.
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--env-steps", type=int, default=2400, help="training budget in env steps")
     parser.add_argument("--episodes", type=int, default=16, help="held-out evaluation episodes")
+    parser.add_argument("--eval-seed", type=int, default=20_000,
+                        help="seed of the held-out phantoms and clicks: 20000 validation (default), "
+                             "10000 the test phantoms of `mecca train`")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the result here")
     parser.add_argument("--save", default=None, metavar="DIR",
@@ -87,14 +92,14 @@ def main(argv: list[str] | None = None) -> None:
             weights = algo.learner_group.get_weights()["default_policy"]
             full.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
             save_module(full, args.save)
-        traces = evaluate(module, held_out_env_config(config), episodes=args.episodes,
-                          seed=int(config.get("evaluation", {}).get("seed", 10_000)), progress=False)
+        eval_env = held_out_env_config(config) | {"seed": args.eval_seed}
+        traces = evaluate(module, eval_env, episodes=args.episodes, seed=args.eval_seed, progress=False)
     finally:
         algo.stop()
         ray.shutdown()
     dice = np.stack([t.dice for t in traces]).mean(axis=0)
     rises = np.diff(dice[1:])
-    print(f"\n{args.config} {' '.join(args.override)}")
+    print(f"\n{args.config} {' '.join(args.override)} (held-out seed {args.eval_seed})")
     print(f"{steps} env steps ({warm_steps} of them pre-training the warm start), {iterations} "
           f"RL iterations, {train_s:.0f} s of training, "
           f"{collapsed} iterations flagged collapsed")
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"overrides": args.override, "env_steps": steps, "iterations": iterations,
-                       "train_s": train_s, "dice": dice.tolist()}, f, indent=2)
+                       "train_s": train_s, "eval_seed": args.eval_seed, "dice": dice.tolist()}, f, indent=2)
 
 
 if __name__ == "__main__":

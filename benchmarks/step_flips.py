@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--module", required=True, help="exported module folder (mecca export)")
     p.add_argument("--config", default="demo", help="train preset or config file (held-out data)")
     p.add_argument("--episodes", type=int, default=16)
+    p.add_argument("--eval-seed", type=int, default=20_000,
+                   help="held-out phantoms and clicks: 20000 validation (default), 10000 the test phantoms")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     from mecca_rllib.train import held_out_env_config, load_train_config
 
     module = load_rl_module(args.module)
-    traces = evaluate(module, held_out_env_config(load_train_config(args.config)),
-                      episodes=args.episodes, seed=10_000, progress=False)
+    env_config = held_out_env_config(load_train_config(args.config)) | {"seed": args.eval_seed}
+    traces = evaluate(module, env_config, episodes=args.episodes, seed=args.eval_seed, progress=False)
     dice = np.mean([t.dice for t in traces], axis=0)
     print(f"mean Dice per step (0 = after reset): {' '.join(f'{d:.3f}' for d in dice)}")
     print(f"{'transition':>10} {'fixed %':>8} {'broken %':>9} {'broken near 0.5 %':>18} {'back %':>7}")

@@ -100,6 +100,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         self.entropy_coeff: float | list = 0.0
         self.vf_loss_coeff = 0.5
         self.class_balanced = False
+        self.oracle_balanced = False
+        self.oracle_target = "direction"
         self.oracle_coeff: float | list = 0.0
         self.init_from: str | None = None
         self.one_forward = True
@@ -119,6 +121,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         entropy_coeff: float | list = NotProvided,
         vf_loss_coeff: float = NotProvided,
         class_balanced: bool = NotProvided,
+        oracle_balanced: bool = NotProvided,
+        oracle_target: str = NotProvided,
         oracle_coeff: float | list = NotProvided,
         init_from: str | None = NotProvided,
         one_forward: bool = NotProvided,
@@ -146,6 +150,15 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             class_balanced: weigh each volume's target and background voxels equally in
                 the policy (and oracle) loss; the weights come from the labels the rewards
                 use (simulated ones for unlabeled volumes).
+            oracle_balanced: with ``class_balanced``, weigh the oracle term the same way
+                (True); False (default, README "Learning quality"): the oracle term stays a
+                plain per-voxel cross-entropy, whose argmax is not pushed toward the rarer
+                class (class balance then weighs the policy-gradient term only).
+            oracle_target: what the oracle term rewards: ``"direction"`` (default) any step
+                toward the label (the summed probability of the three actions of the right
+                sign, as Eq. 7 scores a direction), leaving the step size to the RL reward;
+                ``"max"`` the largest step, +0.4 / -0.4 (the earlier default: it saturates
+                p, so a later click needs two steps to flip a voxel).
             oracle_coeff: weight of an auxiliary cross-entropy pulling the policy toward the
                 oracle action (+0.4 on target voxels, -0.4 elsewhere) on the states it
                 visits (a DAgger-style warm start); a float or a schedule like
@@ -178,7 +191,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         super().training(**kwargs)
         set_provided(self, dict(
             entropy_coeff=entropy_coeff, vf_loss_coeff=vf_loss_coeff, class_balanced=class_balanced,
-            oracle_coeff=oracle_coeff, init_from=init_from, one_forward=one_forward,
+            oracle_balanced=oracle_balanced, oracle_target=oracle_target, oracle_coeff=oracle_coeff, init_from=init_from, one_forward=one_forward,
             gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,
             delta_growth=delta_growth, delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
@@ -210,6 +223,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             self._value_error("MECCA runs on RLlib's new API stack only")
         if self.gae_lambda is not None and not 0.0 <= self.gae_lambda <= 1.0:
             self._value_error(f"gae_lambda must be None or in [0, 1], got {self.gae_lambda}")
+        if self.oracle_target not in ("max", "direction"):
+            self._value_error(f"oracle_target must be 'max' or 'direction', got {self.oracle_target!r}")
         if not 0.0 <= self.gamma <= 1.0:
             self._value_error(f"gamma must be in [0, 1], got {self.gamma}")
         try:

@@ -9,6 +9,15 @@ import torch
 
 from mecca_rllib.policies.checkpoints import build_module, save_module
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """``backend="auto"`` caches its measured choice: keep it out of the user's home."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MECCA_CACHE_DIR", str(tmp_path_factory.mktemp("mecca_cache")))
+    yield
+    mp.undo()
+
+
 TINY_NET = {"width": 4, "dilations": (1, 2, 1, 2, 1), "conf_dilations": (1, 2, 1, 2, 1, 1)}
 
 

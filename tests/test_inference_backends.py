@@ -7,6 +7,8 @@ confidences within 0.02, and over a small evaluation run mean Dice within 0.3 po
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -140,7 +142,8 @@ def test_session_runs_on_each_backend(trained, name):
         session.start(scan, roi=[[1, 11], [2, 18], [1, 17]])
         session.click([[5, 9, 8], [6, 10, 9]])
         results[b] = session.step()
-        assert session.backend.name == resolve_backend(b)
+        assert session.backend.name == (resolve_backend(b) if b != "auto" else session.backend.name)
+        assert session.backend.name in available_backends()
     agree = np.mean(results[name].segmentation == results["torch"].segmentation)
     assert agree >= 0.99
     assert np.abs(results[name].roi_confidence - results["torch"].roi_confidence).max() <= 0.02
@@ -154,7 +157,44 @@ def test_default_backend_is_the_module_itself(trained):
 def test_auto_picks_an_available_backend():
     assert resolve_backend("auto") in available_backends()
     if backends_mod.openvino_installed():
-        assert resolve_backend("auto") == "openvino"  # fp32: measured fastest on CPU
+        assert resolve_backend("auto") == "openvino"  # the guess without a model to time
+
+
+def test_auto_times_the_backends_on_the_model_and_caches_the_choice(trained, tmp_path, monkeypatch):
+    from mecca_rllib.inference import autoselect
+
+    monkeypatch.setenv(autoselect.CACHE_ENV, str(tmp_path))
+    fake = {"torch": 0.09, "torch-bf16": 0.04, "openvino": 0.09, "openvino-bf16": 0.05}
+    timed: list[str] = []
+
+    def timer(backend, obs, repeats):
+        assert tuple(obs.shape) == (1, 3, *SHAPE)  # the model's own training shape
+        timed.append(backend.name)
+        return fake[backend.name]
+
+    build = lambda name: make_backend(name, trained)  # noqa: E731
+    names = ("torch", "torch-bf16", "openvino", "openvino-bf16")
+    best, seconds = autoselect.fastest_backend(trained, names, build, timer=timer)
+    assert best == "torch-bf16" and set(seconds) == set(names) and timed == list(names)
+    again, seconds = autoselect.fastest_backend(trained, names, build, timer=timer)
+    assert again == "torch-bf16" and seconds == {} and len(timed) == 4  # from the cache
+    assert "torch-bf16" in (tmp_path / "backend_choice.json").read_text()
+    # a cached choice that is not available here is measured again among what is
+    assert autoselect.fastest_backend(trained, ("torch", "openvino"), build, timer=timer)[0] == "torch"
+    (tmp_path / "backend_choice.json").write_text("{not json")  # corrupt: measured again
+    assert autoselect.fastest_backend(trained, names, build, timer=timer)[0] == "torch-bf16"
+    assert len(timed) == 10
+
+
+def test_auto_session_gets_a_measured_available_backend(trained, tmp_path, monkeypatch):
+    from mecca_rllib.inference import autoselect
+
+    monkeypatch.setenv(autoselect.CACHE_ENV, str(tmp_path))
+    session = InteractiveSession(trained, backend="auto")
+    assert session.backend.name in available_backends()
+    if len(available_backends()) > 1:
+        cached = list(json.loads((tmp_path / "backend_choice.json").read_text()).values())
+        assert cached == [session.backend.name]
 
 
 def test_unknown_or_missing_backend_names_the_extra(trained, monkeypatch):
@@ -163,7 +203,7 @@ def test_unknown_or_missing_backend_names_the_extra(trained, monkeypatch):
     monkeypatch.setattr(backends_mod, "openvino_installed", lambda: False)
     with pytest.raises(ValueError, match=r"needs OpenVINO, which is not installed: pip install mecca-rllib\[openvino\]"):
         InteractiveSession(trained, backend="openvino")
-    assert resolve_backend("auto") == "torch"  # bf16 autocast measured no faster on CPU
+    assert resolve_backend("auto") == "torch"  # the guess without OpenVINO
     monkeypatch.setattr(backends_mod, "bf16_supported", lambda device="cpu": False)
     with pytest.raises(ValueError, match="no native bf16 support"):
         make_backend("torch-bf16", trained)

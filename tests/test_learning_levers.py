@@ -124,3 +124,99 @@ def test_step_flips_counts_fixed_broken_and_oscillating_voxels():
     assert rows[0]["fixed"] == 25 and rows[0]["broken"] == 25 and rows[0]["near_0.5"] == 100
     assert rows[1]["fixed"] == 25 and rows[1]["broken"] == 25
     assert rows[1]["back"] == 50  # of voxels 0 and 1 (changed at 1 -> 2), voxel 0 returns
+
+
+# ---------------------------------------------------------------- side-of-0.5 reward terms
+
+def test_side_terms_pay_for_fixes_and_charge_for_breaks_and_switches():
+    from mecca_rllib.policies.reward_shaping import ShapingInputs, side_terms
+
+    #            fixed  broken  stays right  stays wrong  right -> right (no side change)
+    p_prev = torch.tensor([[0.5, 0.6, 0.9, 0.2, 0.7]])
+    p_next = torch.tensor([[0.6, 0.5, 1.0, 0.1, 0.6]])
+    label = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0]])
+    inputs = ShapingInputs(p_prev=p_prev, p_next=p_next, label=label)
+    assert torch.equal(side_terms(inputs), torch.zeros(1, 5))  # both off: the paper's reward
+    torch.testing.assert_close(side_terms(inputs, side_reward=2.0), torch.tensor([[2.0, -2.0, 0, 0, 0]]))
+    torch.testing.assert_close(side_terms(inputs, switch_cost=0.5), torch.tensor([[-0.5, -0.5, 0, 0, 0]]))
+    torch.testing.assert_close(side_terms(inputs, side_reward=1.0, switch_cost=0.5),
+                               torch.tensor([[0.5, -1.5, 0, 0, 0]]))
+
+
+def test_reward_shaping_adds_the_side_terms_before_the_returns():
+    from mecca_rllib.policies.connectors import RewardShaping
+    from mecca_rllib.policies.returns import discounted_returns
+    from mecca_rllib.policies.reward_shaping import ShapingInputs, get_weighting, side_terms
+
+    g = torch.Generator().manual_seed(0)
+    t, n = 3, 40
+    tenths = torch.randint(0, 11, (t + 1, n), generator=g)
+    p = tenths / 10
+    label = (torch.rand(n, generator=g) > 0.6).float().expand(t, n)
+    common = dict(p_prev=p[:-1], p_next=p[1:], label=label, values=torch.zeros(t, n), confidence=None,
+                  episode_id=torch.zeros(t, dtype=torch.long), mask=torch.ones(t, n))
+    plain = RewardShaping(gamma=0.9, gae_lambda=None, weighting=get_weighting("none"), params={})
+    shaped = RewardShaping(gamma=0.9, gae_lambda=None, weighting=get_weighting("none"), params={},
+                           side_reward=1.0, switch_cost=0.25)
+    _, base, _ = plain.targets(**common)
+    _, targets, _ = shaped.targets(**common)
+    extra = side_terms(ShapingInputs(p_prev=p[:-1], p_next=p[1:], label=label), 1.0, 0.25)
+    assert extra.abs().sum() > 0  # the random states do cross 0.5
+    torch.testing.assert_close(targets - base, discounted_returns(extra, 0.9))
+
+
+def test_oracle_term_is_class_balanced_only_when_asked():
+    from ray.rllib.core.columns import Columns
+
+    from mecca_rllib import MECCAConfig
+    from mecca_rllib.envs import InteractiveSegEnv
+    from mecca_rllib.policies.connectors import ADVANTAGES, LOSS_MASK, REWARD_LABELS, VALUE_TARGETS
+    from mecca_rllib.policies.distribution import VoxelCategorical
+    from mecca_rllib.policies.learner import ORACLE_DOWN, ORACLE_UP, masked_mean
+
+    shape, b = (2, 3, 4), 2
+    n = int(np.prod(shape))
+    torch.manual_seed(0)
+    env = InteractiveSegEnv({"shape": shape, "num_cases": 2, "steps": 1, "initial_clicks": 0,
+                             "clicks_per_step": 0, "hint_kernel": 1})
+    config = (MECCAConfig().environment("mecca_seg", env_config={"shape": shape, "num_cases": 2, "steps": 1})
+              .rl_module(model_config={"width": 4, "dilations": [1, 1, 1, 1, 1], "conf_dilations": [1] * 6})
+              .training(class_balanced=True, oracle_coeff=1.0, oracle_target="max", entropy_coeff=0.0,
+                        vf_loss_coeff=0.0))
+    learner = config.build_learner(env=env)
+    module = learner.module["default_policy"].unwrapped()
+    g = torch.Generator().manual_seed(1)
+    label = torch.zeros(b, n)
+    label[:, :3] = 1.0  # 3 of 24 voxels are target: balance weighs them 4x the background
+    batch = {Columns.OBS: torch.randn(b, 3, *shape, generator=g),
+             Columns.ACTIONS: torch.randint(0, 6, (b, *shape), generator=g, dtype=torch.uint8),
+             ADVANTAGES: torch.zeros(b, n), VALUE_TARGETS: torch.zeros(b, n), REWARD_LABELS: label,
+             LOSS_MASK: torch.ones(b, n), "conf_targets": torch.zeros(b, n), "conf_loss_mask": torch.zeros(b, n)}
+    with torch.no_grad():
+        fwd = module.forward_train(batch)
+        ce = -VoxelCategorical(fwd[Columns.ACTION_DIST_INPUTS]).logp(
+            torch.where(label > 0.5, ORACLE_UP, ORACLE_DOWN))
+        losses = {}
+        for balanced in (True, False):
+            cfg = config.copy(copy_frozen=False).training(oracle_balanced=balanced)
+            losses[balanced] = learner.compute_loss_for_module(module_id="default_policy", config=cfg,
+                                                               batch=batch, fwd_out=fwd)
+    weights = torch.where(label > 0, 0.5 / 0.125, 0.5 / 0.875)
+    mask = torch.ones(b, n)
+    torch.testing.assert_close(losses[True] - losses[False],
+                               masked_mean(ce * weights, mask) - masked_mean(ce, mask))
+    assert not torch.isclose(losses[True], losses[False])
+
+
+def test_direction_oracle_scores_the_summed_probability_of_the_right_sign():
+    from mecca_rllib import MECCAConfig
+    from mecca_rllib.policies.learner import direction_logp
+
+    logits = torch.randn(2, 6, 1, 2, 3, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits, dim=1).flatten(2)  # (B, 6, N)
+    up = torch.tensor([[True, False, True, False, True, False]] * 2)
+    positive = torch.from_numpy(ACTION_VALUES > 0)
+    expected = torch.where(up, probs[:, positive].sum(1), probs[:, ~positive].sum(1)).log()
+    torch.testing.assert_close(direction_logp(logits, up), expected)
+    with pytest.raises(ValueError, match="oracle_target must be 'max' or 'direction'"):
+        MECCAConfig().training(oracle_target="nearest").validate()

@@ -12,9 +12,9 @@ rollout core (``envs.rollout.policy_step``, ``ModuleSegmenter``) runs it as well
 - ``openvino`` / ``openvino-bf16``: the nets converted with ``openvino.convert_model`` (or
   read from an OpenVINO export), compiled once per volume shape and cached; fp32, or the
   bf16 inference precision hint (the optional extra ``pip install mecca-rllib[openvino]``);
-- ``auto``: the fastest one measured (README "Fast inference"): on CPU ``openvino`` (fp32)
-  if installed, else ``torch`` (bf16 was no faster there); on a GPU ``torch-bf16`` where
-  supported, else ``torch``.
+- ``auto``: on CPU the fastest available one, timed on the model's own shape the first time
+  on a machine and cached (``inference.autoselect``: which one wins depends on the CPU); on
+  a GPU ``torch-bf16`` where supported, else ``torch``.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def resolve_backend(name: str, device: str | torch.device = "cpu") -> str:
     if name not in BACKENDS:
         raise ValueError(f"unknown inference backend {name!r}; choose one of {', '.join(BACKENDS)} "
                          f"(openvino needs the extra: {OPENVINO_EXTRA})")
-    if name == "auto":  # measured (README "Fast inference"): on CPU bf16 brought nothing
+    if name == "auto":  # without a model to time (make_backend times them on CPU): a guess
         if device.type == "cpu":
             return "openvino" if openvino_installed() else "torch"
         return "torch-bf16" if bf16_supported(device) else "torch"
@@ -255,6 +255,11 @@ def make_backend(name: str, module: Any, *, device: str | torch.device | None = 
     shared per module, so every session of one model reuses the compiled models."""
     device = torch.device(module_device(module) if device is None else device)
     concrete = resolve_backend(name, device)
+    if str(name).lower() == "auto" and device.type == "cpu":  # measured on this machine, cached
+        from mecca_rllib.inference.autoselect import fastest_backend
+
+        concrete = fastest_backend(module, available_backends(device),
+                                   lambda b: make_backend(b, module, device=device))[0]
     if concrete.startswith("torch"):
         return TorchBackend(module, bf16=concrete == "torch-bf16")
     shared = _SHARED.setdefault(module, {})

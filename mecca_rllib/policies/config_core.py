@@ -72,6 +72,8 @@ class MECCACoreConfigMixin:
         focal_gamma: float = NotProvided,
         reward_weighting_kwargs: Mapping[str, Any] = NotProvided,
         voxel_mean_reward: bool = NotProvided,
+        side_reward: float = NotProvided,
+        switch_cost: float = NotProvided,
         confidence_lr: float = NotProvided,
         normalize_advantages: bool = NotProvided,
         label_provider: LabelProvider | None = NotProvided,
@@ -94,6 +96,9 @@ class MECCACoreConfigMixin:
             focal_gamma: exponent of ``focal_prob`` (Eqs. 12-13).
             reward_weighting_kwargs: extra keyword parameters for the weighting.
             voxel_mean_reward: replace each voxel's reward by the volume mean (paper option).
+            side_reward: added reward per voxel fixed (moved to the right side of 0.5), and
+                charge per voxel broken (``reward_shaping.side_terms``; 0: off, the paper).
+            switch_cost: charge per voxel whose side of 0.5 changes (a hysteresis; 0: off).
             confidence_lr: learning rate of the confidence network's own optimizer.
             normalize_advantages: scale the per-voxel advantages of each update (PPO/APPO:
                 each minibatch) to zero mean and unit std over its masked voxels.
@@ -105,8 +110,8 @@ class MECCACoreConfigMixin:
             alpha=alpha, beta=beta, reward_weighting=reward_weighting,
             confidence_form=confidence_form, confidence_gate=confidence_gate,
             error_region_lambda=error_region_lambda, focal_gamma=focal_gamma,
-            voxel_mean_reward=voxel_mean_reward, confidence_lr=confidence_lr,
-            normalize_advantages=normalize_advantages, label_provider=label_provider,
+            voxel_mean_reward=voxel_mean_reward, side_reward=side_reward, switch_cost=switch_cost,
+            confidence_lr=confidence_lr, normalize_advantages=normalize_advantages, label_provider=label_provider,
         ), NotProvided)
         if reward_weighting_kwargs is not NotProvided:
             self.reward_weighting_kwargs = dict(reward_weighting_kwargs)
@@ -206,6 +211,8 @@ class MECCACoreConfigMixin:
                 reward_weighting=self._weighting(),
                 weighting_params=self.weighting_params,
                 voxel_mean_reward=self.voxel_mean_reward,
+                side_reward=self.side_reward,
+                switch_cost=self.switch_cost,
                 label_provider=self._resolved_label_provider(),
                 module_terms=self._module_terms(),
             )

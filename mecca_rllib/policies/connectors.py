@@ -35,7 +35,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from mecca_rllib.policies.returns import EPS, advantages_and_targets, confidence_targets
-from mecca_rllib.policies.reward_shaping import ShapingInputs, Weighting, get_weighting
+from mecca_rllib.policies.reward_shaping import ShapingInputs, Weighting, get_weighting, side_terms
 
 ADVANTAGES = Postprocessing.ADVANTAGES  # (B, N)
 VALUE_TARGETS = Postprocessing.VALUE_TARGETS  # (B, N)
@@ -95,6 +95,8 @@ class AddMECCATrainColumns(ConnectorV2):
         reward_weighting: str | Weighting = "confidence",
         weighting_params: Mapping[str, Any] | None = None,
         voxel_mean_reward: bool = False,
+        side_reward: float = 0.0,
+        switch_cost: float = 0.0,
         label_provider: LabelProvider | None = None,
         eps: float = EPS,
         module_terms: str = "connector",
@@ -106,7 +108,8 @@ class AddMECCATrainColumns(ConnectorV2):
         self.shaping = RewardShaping(
             gamma=float(gamma), gae_lambda=gae_lambda,
             weighting=reward_weighting if isinstance(reward_weighting, Weighting) else get_weighting(reward_weighting),
-            params=dict(weighting_params or {}), voxel_mean_reward=voxel_mean_reward, eps=eps,
+            params=dict(weighting_params or {}), voxel_mean_reward=voxel_mean_reward,
+            side_reward=float(side_reward), switch_cost=float(switch_cost), eps=eps,
         )  # fmt: skip
         self.label_provider = label_provider or labels_from_infos
         self.module_terms = module_terms
@@ -194,6 +197,8 @@ class RewardShaping:
     weighting: Weighting
     params: dict
     voxel_mean_reward: bool = False
+    side_reward: float = 0.0
+    switch_cost: float = 0.0
     eps: float = EPS
 
     def targets(
@@ -219,6 +224,8 @@ class RewardShaping:
                 confidence=None if confidence is None else confidence[rows], eps=self.eps,
             )  # fmt: skip
             rewards = self.weighting(inputs, self.params)  # MECCA.md §3, Eq. 8
+            if self.side_reward or self.switch_cost:
+                rewards = rewards + side_terms(inputs, self.side_reward, self.switch_cost)
             if self.voxel_mean_reward:
                 rewards = rewards.mean(dim=1, keepdim=True).expand_as(rewards).contiguous()
             adv[rows], targets[rows] = advantages_and_targets(rewards, values[rows], self.gamma, self.gae_lambda)

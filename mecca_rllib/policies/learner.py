@@ -18,6 +18,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.schedules.scheduler import Scheduler
 
+from mecca_rllib.envs.spaces import ACTION_VALUES
 from mecca_rllib.policies.connectors import (
     ADVANTAGES,
     EPISODE_ID,
@@ -55,6 +56,15 @@ def class_balance_weights(label: torch.Tensor, mask: torch.Tensor) -> torch.Tens
     y = (label > 0.5).float()
     share = (masked_mean_rows(y, mask)).clamp(0.01, 0.99).unsqueeze(1)
     return torch.where(y > 0, 0.5 / share, 0.5 / (1.0 - share))
+
+
+def direction_logp(logits: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """log pi(a moves p toward the label) ``(B, N)``: the log of the summed probability of the
+    three positive actions where ``up`` ``(B, N)``, else of the three negative ones
+    (the direction Eq. 7's confidence target scores), from logits ``(B, 6, D, H, W)``."""
+    logp = torch.log_softmax(logits.flatten(2).float(), dim=1)  # (B, 6, N)
+    positive = torch.as_tensor(ACTION_VALUES > 0, device=logits.device)
+    return torch.where(up, torch.logsumexp(logp[:, positive], dim=1), torch.logsumexp(logp[:, ~positive], dim=1))
 
 
 def masked_mean_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -170,8 +180,13 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
         )
         oracle_coeff = self._scheduled(module_id, "oracle_coeff")
         if oracle_coeff > 0 and REWARD_LABELS in batch:
-            oracle = torch.where(batch[REWARD_LABELS].reshape(b, -1) > 0.5, ORACLE_UP, ORACLE_DOWN)
-            oracle_loss = masked_mean(-dist.logp(oracle) * weights, mask)
+            target = batch[REWARD_LABELS].reshape(b, -1) > 0.5
+            if getattr(config, "oracle_target", "max") == "direction":
+                oracle_logp = direction_logp(fwd_out[Columns.ACTION_DIST_INPUTS], target)
+            else:  # "max": the largest step toward the label, +0.4 or -0.4
+                oracle_logp = dist.logp(torch.where(target, ORACLE_UP, ORACLE_DOWN))
+            oracle_weights = weights if getattr(config, "oracle_balanced", True) else torch.ones_like(mask)
+            oracle_loss = masked_mean(-oracle_logp * oracle_weights, mask)
             total = total + oracle_coeff * oracle_loss
             stats[ORACLE_LOSS_KEY] = oracle_loss.detach()
         with torch.no_grad():

@@ -104,7 +104,8 @@ WEIGHTING_SETTINGS = ("alpha", "beta", "confidence_form", "confidence_gate", "er
 #: (MECCA.md §3 and §6: alpha 0.8, beta 1; the confidence net's Adam lr 1e-4).
 REWARD_DEFAULTS: dict[str, Any] = {
     "alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "confidence_gate": True, "error_region_lambda": 1.0,
-    "focal_gamma": 2.0, "voxel_mean_reward": False, "confidence_lr": 1e-4,
+    "focal_gamma": 2.0, "voxel_mean_reward": False, "confidence_lr": 1e-4, "side_reward": 0.0,
+    "switch_cost": 0.0,
 }
 
 
@@ -155,6 +156,26 @@ def error_region_weighting(inputs: ShapingInputs, error_region_lambda: float = 1
     """gain * (1 + lambda) where the previous segmentation (p > 0.5) was wrong (MECCA.md §3, Eq. 14)."""
     wrong = (inputs.p_prev > 0.5) != inputs.label.to(torch.bool)
     return inputs.gain * (1.0 + error_region_lambda * wrong.to(inputs.gain.dtype))
+
+
+def side_terms(inputs: ShapingInputs, side_reward: float = 0.0, switch_cost: float = 0.0) -> torch.Tensor:
+    """Terms on the side of 0.5 a voxel is on, added to the weighted reward (not in the paper;
+    README "Learning quality"), ``(T, N)``:
+
+    ``side_reward * (right_t - right_{t-1}) - switch_cost * 1[side changed]``, with ``right``
+    1 where the segmentation ``p > 0.5`` matches the label. The first pays for fixing a
+    voxel and charges for breaking one (the Dice-relevant event, which the cross-entropy
+    gain prices at only about +-0.2 near p = 0.5); the second is a hysteresis against the
+    period-2 hops across 0.5 that no action can avoid (there is no zero action, MECCA.md §1).
+    """
+    before, after = inputs.p_prev > 0.5, inputs.p_next > 0.5
+    terms = torch.zeros_like(inputs.p_next)
+    if side_reward:
+        y = inputs.label.to(torch.bool)
+        terms = terms + side_reward * ((after == y).to(terms.dtype) - (before == y).to(terms.dtype))
+    if switch_cost:
+        terms = terms - switch_cost * (after != before).to(terms.dtype)
+    return terms
 
 
 def confidence_weight(
