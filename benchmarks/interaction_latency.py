@@ -199,7 +199,7 @@ def main() -> None:
         print(f"\ncold start in a fresh process (width {args.width[0]}, {threads} threads): import "
               "mecca_rllib.session, load the export, start (ROI resize + SLIC), first step")
         columns = ("backend", "import", "load", "start", "1st step", "total", "process", "Ray")
-        widths = (14, 8, 8, 8, 9, 8, 8, 4)
+        widths = (26, 8, 8, 8, 9, 8, 8, 4)
         print(" ".join(f"{c:<{w}}" if c == "backend" else f"{c:>{w}}" for c, w in zip(columns, widths)))
         print("-" * (sum(widths) + len(widths) - 1))
         cache_dir = Path(tmp.name) / "cache"  # empty: the first auto run times the backends
@@ -209,7 +209,7 @@ def main() -> None:
             total = r["import"] + r["load"] + r["start"] + r["first"]
             if backend == "auto":
                 label = f"{label}: {r['backend']}"
-            cells = [f"{label:<14}"] + [f"{r[k]:>7.2f}s" for k in ("import", "load", "start")]
+            cells = [f"{label:<26}"] + [f"{r[k]:>7.2f}s" for k in ("import", "load", "start")]
             cells += [f"{r['first']:>8.2f}s", f"{total:>7.2f}s", f"{r['wall']:>7.2f}s",
                       f"{'yes' if r['ray'] else 'no':>4}"]
             print(" ".join(cells), flush=True)

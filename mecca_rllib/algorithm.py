@@ -160,7 +160,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
                 ``"max"`` the largest step, +0.4 / -0.4 (the earlier default: it saturates
                 p, so a later click needs two steps to flip a voxel).
             oracle_coeff: weight of an auxiliary cross-entropy pulling the policy toward the
-                oracle action (+0.4 on target voxels, -0.4 elsewhere) on the states it
+                oracle (``oracle_target``: a step toward the label) on the states it
                 visits (a DAgger-style warm start); a float or a schedule like
                 ``entropy_coeff``, e.g. ``[[0, 1.0], [20000, 0.0]]``. 0 (default): the
                 paper's A2C only.
@@ -191,7 +191,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         super().training(**kwargs)
         set_provided(self, dict(
             entropy_coeff=entropy_coeff, vf_loss_coeff=vf_loss_coeff, class_balanced=class_balanced,
-            oracle_balanced=oracle_balanced, oracle_target=oracle_target, oracle_coeff=oracle_coeff, init_from=init_from, one_forward=one_forward,
+            oracle_balanced=oracle_balanced, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
+            init_from=init_from, one_forward=one_forward,
             gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,
             delta_growth=delta_growth, delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,

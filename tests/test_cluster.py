@@ -117,14 +117,15 @@ def test_ray_job_submit_trains_and_writes_a_checkpoint(local_cluster, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     url, env = local_cluster
     env = {**env, "RAY_ADDRESS": url}
-    for attempt in range(6):  # the dashboard answers before its job agent is ready
+    deadline = time.monotonic() + 240  # the dashboard answers before its job agent is ready
+    while True:  # (on a loaded 2-core machine the agent took over a minute once)
         proc = subprocess.run(
             [_ray_cli(), "job", "submit", "--address", url, "--",
              sys.executable, str(script), str(checkpoint)],
             env=env, capture_output=True, text=True, timeout=400,
         )
         output = proc.stdout + proc.stderr
-        if "No available agent to submit job" not in output:
+        if "No available agent to submit job" not in output or time.monotonic() > deadline:
             break
         time.sleep(10)
     assert proc.returncode == 0, output

@@ -220,3 +220,11 @@ def test_direction_oracle_scores_the_summed_probability_of_the_right_sign():
     torch.testing.assert_close(direction_logp(logits, up), expected)
     with pytest.raises(ValueError, match="oracle_target must be 'max' or 'direction'"):
         MECCAConfig().training(oracle_target="nearest").validate()
+
+
+def test_side_terms_must_be_non_negative():
+    from mecca_rllib import MECCAConfig
+
+    for name in ("side_reward", "switch_cost"):
+        with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
+            MECCAConfig().training(**{name: -1.0}).validate()

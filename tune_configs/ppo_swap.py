@@ -26,8 +26,8 @@ def build_ppo_config(train_config):
 
 def get_experiment(smoke: bool = False, **overrides):
     config = base_train_config("demo")
-    for key in ("confidence_lr", "class_balanced", "oracle_coeff", "minibatch_size",
-                "shuffle_batch_per_epoch"):  # MECCA-learner options of the demo preset
+    for key in ("confidence_lr", "class_balanced", "oracle_coeff", "oracle_target", "oracle_balanced",
+                "minibatch_size", "shuffle_batch_per_epoch"):  # MECCA-learner options of the demo preset
         config["training"].pop(key, None)
     config["training"].update(lr=1e-3, num_epochs=4)
     config["stop"] = {"training_iteration": 300}

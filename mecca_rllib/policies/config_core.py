@@ -111,7 +111,8 @@ class MECCACoreConfigMixin:
             confidence_form=confidence_form, confidence_gate=confidence_gate,
             error_region_lambda=error_region_lambda, focal_gamma=focal_gamma,
             voxel_mean_reward=voxel_mean_reward, side_reward=side_reward, switch_cost=switch_cost,
-            confidence_lr=confidence_lr, normalize_advantages=normalize_advantages, label_provider=label_provider,
+            confidence_lr=confidence_lr, normalize_advantages=normalize_advantages,
+            label_provider=label_provider,
         ), NotProvided)
         if reward_weighting_kwargs is not NotProvided:
             self.reward_weighting_kwargs = dict(reward_weighting_kwargs)
@@ -179,6 +180,10 @@ class MECCACoreConfigMixin:
         weighting = self._validated_weighting()
         if weighting is not None and not self._is_frozen:
             self.weighting = weighting
+        for name in ("side_reward", "switch_cost"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < float("inf")):
+                self._value_error(f"{name} must be a number >= 0, got {value!r}")
         if self.confidence_form not in ("paper", "focal"):
             self._value_error(f"confidence_form must be 'paper' or 'focal', got {self.confidence_form!r}")
 

@@ -81,9 +81,11 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
     scaled to zero mean, unit std over the batch's masked voxels), ``class_balanced``
     (target and background voxels weigh the same in the policy and oracle losses,
     :func:`class_balance_weights`) and ``oracle_coeff``
-    (weight of a cross-entropy of the policy toward the oracle action, +0.4 on target
-    voxels and -0.4 elsewhere, on the states the policy visits; a float or a schedule
-    ``[[env_steps, value], ...]``, like ``entropy_coeff``).
+    (weight of a cross-entropy of the policy toward the oracle on the states the policy
+    visits: ``oracle_target="direction"`` any step toward the label,
+    :func:`direction_logp`, or ``"max"`` the +-0.4 step; class-balanced only with
+    ``oracle_balanced``; a float or a schedule ``[[env_steps, value], ...]``, like
+    ``entropy_coeff``).
 
     When the batch has no ``advantages`` column (the connector's ``module_terms="loss"``),
     rewards, returns and advantages come from this train forward's own values and
