@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             weights = algo.learner_group.get_weights()["default_policy"]
             full.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
             save_module(full, args.save)
-        eval_env = held_out_env_config(config) | {"seed": args.eval_seed}
-        traces = evaluate(module, eval_env, episodes=args.episodes, seed=args.eval_seed, progress=False)
+        traces = evaluate(module, held_out_env_config(config, args.eval_seed), episodes=args.episodes,
+                          seed=args.eval_seed, progress=False)
     finally:
         algo.stop()
         ray.shutdown()

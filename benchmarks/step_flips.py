@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from mecca_rllib.train import held_out_env_config, load_train_config
 
     module = load_rl_module(args.module)
-    env_config = held_out_env_config(load_train_config(args.config)) | {"seed": args.eval_seed}
+    env_config = held_out_env_config(load_train_config(args.config), args.eval_seed)
     traces = evaluate(module, env_config, episodes=args.episodes, seed=args.eval_seed, progress=False)
     dice = np.mean([t.dice for t in traces], axis=0)
     print(f"mean Dice per step (0 = after reset): {' '.join(f'{d:.3f}' for d in dice)}")

@@ -185,11 +185,13 @@ def prepare_warm_start(config: dict[str, Any], out: str | os.PathLike) -> dict[s
     return config
 
 
-def held_out_env_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The held-out evaluation env: ``split="test"``, no augmentation, all labeled."""
+def held_out_env_config(config: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
+    """The held-out evaluation env: ``split="test"``, no augmentation, all labeled; its
+    phantoms and clicks from ``seed`` (default: the config's ``evaluation.seed``, 10,000)."""
     env = dict(config.get("env_config", {}))
-    env.update(split="test", augment=False, labeled_fraction=1.0,
-               seed=int(config.get("evaluation", {}).get("seed", 10_000)))
+    if seed is None:
+        seed = config.get("evaluation", {}).get("seed", 10_000)
+    env.update(split="test", augment=False, labeled_fraction=1.0, seed=int(seed))
     return env
 
 

@@ -25,6 +25,7 @@ import torch
 
 from mecca_rllib.data.atomic import atomic_file
 from mecca_rllib.envs.rollout import action_values
+from mecca_rllib.inference.net import network_config
 from mecca_rllib.policies.checkpoints import training_shape
 
 __all__ = ["CACHE_ENV", "cache_path", "choice_key", "fastest_backend", "time_backend"]
@@ -59,12 +60,12 @@ def _version(package: str) -> str:
 def choice_key(module: Any, shape: Sequence[int]) -> str:
     """What a measured choice depends on: CPU, ISA level, threads, torch/OpenVINO versions,
     network (width, dilations, hint channels) and the volume shape ``(D, H, W)``."""
-    cfg = module.resolved_model_config() if hasattr(module, "resolved_model_config") else module.model_config
-    net = (cfg.get("width"), tuple(cfg.get("dilations") or ()), tuple(cfg.get("conf_dilations") or ()),
-           int(getattr(module, "hint_channels", cfg.get("hint_channels") or 1)))
+    cfg = network_config(module)
+    net = [cfg.get("width"), list(cfg.get("dilations") or ()), list(cfg.get("conf_dilations") or ()),
+           cfg["hint_channels"]]
     return json.dumps([_cpu_model(), torch.backends.cpu.get_cpu_capability(), os.cpu_count(),
                        torch.get_num_threads(), torch.__version__, _version("openvino"),
-                       [net[0], list(net[1]), list(net[2]), net[3]], [int(s) for s in shape]])
+                       net, [int(s) for s in shape]])
 
 
 def time_backend(backend: Any, obs: torch.Tensor, *, repeats: int = 3) -> float:
@@ -109,7 +110,7 @@ def fastest_backend(
     stored = _read_cache(path) if cache else {}
     if stored.get(key) in candidates:
         return stored[key], {}
-    channels = 2 + int(getattr(module, "hint_channels", 1) or 1)
+    channels = 2 + network_config(module)["hint_channels"]
     generator = torch.Generator().manual_seed(0)
     obs = torch.rand((1, channels, *shape), generator=generator)
     seconds = {name: timer(build(name), obs, repeats=repeats) for name in candidates}
@@ -117,7 +118,7 @@ def fastest_backend(
     if cache:
         try:
             with atomic_file(path) as tmp:
-                tmp.write_text(json.dumps(_read_cache(path) | {key: best}, indent=1))
+                tmp.write_text(json.dumps(stored | {key: best}, indent=1))
         except OSError:  # a read-only home: the choice still holds for this process
             pass
     return best, seconds

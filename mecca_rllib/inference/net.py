@@ -26,6 +26,13 @@ def inference_state(module: nn.Module) -> dict[str, torch.Tensor]:
             if k.split(".", 1)[0] in INFERENCE_PARTS}
 
 
+def network_config(module: Any) -> dict[str, Any]:
+    """The ``model_config`` of a MECCA module (defaults resolved) or of an
+    :class:`InferenceNet`, with its ``hint_channels``."""
+    cfg = module.resolved_model_config() if hasattr(module, "resolved_model_config") else module.model_config
+    return {**cfg, "hint_channels": int(getattr(module, "hint_channels", cfg.get("hint_channels") or 1))}
+
+
 class InferenceNet(nn.Module):
     """Policy trunk + head and confidence net of a MECCA module, duck-typed like the module
     for a session: ``policy_logits``, ``confidence``, ``model_config``, ``hint_channels``.
@@ -60,9 +67,7 @@ class InferenceNet(nn.Module):
     @classmethod
     def from_module(cls, module: Any) -> InferenceNet:
         """The inference part of a MECCA module (``MECCATorchRLModule``): same weights."""
-        cfg = module.resolved_model_config() if hasattr(module, "resolved_model_config") else module.model_config
-        cfg = {**cfg, "hint_channels": int(getattr(module, "hint_channels", cfg.get("hint_channels") or 1))}
-        net = cls(cfg)
+        net = cls(network_config(module))
         net.load_state_dict(inference_state(module), strict=True)
         return net
 

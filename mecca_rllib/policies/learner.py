@@ -183,11 +183,11 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
         oracle_coeff = self._scheduled(module_id, "oracle_coeff")
         if oracle_coeff > 0 and REWARD_LABELS in batch:
             target = batch[REWARD_LABELS].reshape(b, -1) > 0.5
-            if getattr(config, "oracle_target", "max") == "direction":
+            if config.oracle_target == "direction":
                 oracle_logp = direction_logp(fwd_out[Columns.ACTION_DIST_INPUTS], target)
             else:  # "max": the largest step toward the label, +0.4 or -0.4
                 oracle_logp = dist.logp(torch.where(target, ORACLE_UP, ORACLE_DOWN))
-            oracle_weights = weights if getattr(config, "oracle_balanced", True) else torch.ones_like(mask)
+            oracle_weights = weights if config.oracle_balanced else torch.ones_like(mask)
             oracle_loss = masked_mean(-oracle_logp * oracle_weights, mask)
             total = total + oracle_coeff * oracle_loss
             stats[ORACLE_LOSS_KEY] = oracle_loss.detach()
