@@ -103,6 +103,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         self.oracle_balanced = False
         self.oracle_target = "direction"
         self.oracle_coeff: float | list = 0.0
+        self.oracle_dice = 0.0
         self.init_from: str | None = None
         self.one_forward = True
         self.gae_lambda: float | None = None
@@ -124,6 +125,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         oracle_balanced: bool = NotProvided,
         oracle_target: str = NotProvided,
         oracle_coeff: float | list = NotProvided,
+        oracle_dice: float = NotProvided,
         init_from: str | None = NotProvided,
         one_forward: bool = NotProvided,
         gae_lambda: float | None = NotProvided,
@@ -164,6 +166,11 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
                 visits (a DAgger-style warm start); a float or a schedule like
                 ``entropy_coeff``, e.g. ``[[0, 1.0], [20000, 0.0]]``. 0 (default): the
                 paper's A2C only.
+            oracle_dice: weight of a soft Dice loss, per volume, of the policy's
+                probability that each voxel is foreground after its step
+                (:func:`~mecca_rllib.policies.learner.next_foreground_prob`) against the
+                label: the Dice term of the supervised baselines' loss, on the states the
+                policy visits. 0 (default): off.
             init_from: a warm-start file (``mecca pretrain``; ``policies/warm_start.py``):
                 the policy trunk and heads start from a supervised P-Net trained on the
                 same data, loaded on the driver before the first update. None (default):
@@ -192,7 +199,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         set_provided(self, dict(
             entropy_coeff=entropy_coeff, vf_loss_coeff=vf_loss_coeff, class_balanced=class_balanced,
             oracle_balanced=oracle_balanced, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
-            init_from=init_from, one_forward=one_forward,
+            oracle_dice=oracle_dice, init_from=init_from, one_forward=one_forward,
             gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,
             delta_growth=delta_growth, delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
@@ -226,6 +233,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             self._value_error(f"gae_lambda must be None or in [0, 1], got {self.gae_lambda}")
         if self.oracle_target not in ("max", "direction"):
             self._value_error(f"oracle_target must be 'max' or 'direction', got {self.oracle_target!r}")
+        if float(self.oracle_dice) < 0:
+            self._value_error(f"oracle_dice must be >= 0, got {self.oracle_dice}")
         if not 0.0 <= self.gamma <= 1.0:
             self._value_error(f"gamma must be in [0, 1], got {self.gamma}")
         try:

@@ -35,6 +35,9 @@ def test_phantoms_have_disjoint_train_and_test_cases():
     assert (len(data.train), len(data.test)) == (3, 2)
     assert not set(data.train.names) & set(data.test.names)
     assert data.train.shape == SHAPE
+    val = open_bench_data("phantoms", SHAPE, num_train=3, num_test=2, validation=True)
+    assert val.train.names == data.train.names and "validation" in val.description
+    assert not set(val.test.names) & (set(data.test.names) | set(data.train.names))
 
 
 @pytest.mark.slow
@@ -58,6 +61,10 @@ def test_atlas_task_is_split_by_structure(tmp_path):
     small = open_bench_data("atlas", SHAPE, cache_dir=tmp_path, test_fraction=0.34, max_cases=3)
     assert len(small.train) == 2  # whole left/right pairs only: 2 of at most 3
     assert len({structure_group(name_of[c]) for c in small.train.names}) == 1
+    val = open_bench_data("atlas", SHAPE, cache_dir=tmp_path, test_fraction=0.34, validation=True)
+    kept = {structure_group(name_of[c]) for c in val.train.names}
+    held_out = {structure_group(name_of[c]) for c in val.test.names}
+    assert kept | held_out == train and kept and held_out and not kept & held_out  # never a test structure
 
 
 def test_unknown_dataset_names_the_argument(tmp_path):

@@ -143,3 +143,20 @@ def test_nan_in_a_dataset_image_is_rejected_unless_cleaned(phantom_folder, tmp_p
         open_source(root, SHAPE, split="all")
     source = open_source(root, SHAPE, split="all", nonfinite="clean", variants=1)
     assert np.isfinite(source.get(0, np.random.default_rng(0))[0]).all()
+
+
+def test_validation_split_holds_out_training_cases_and_never_a_test_case(phantom_folder):
+    kwargs = dict(test_fraction=0.4, seed=0, variants=1)
+    test = open_source(phantom_folder, SHAPE, split="test", **kwargs)
+    train = open_source(phantom_folder, SHAPE, split="train", **kwargs)
+    kept = open_source(phantom_folder, SHAPE, split="train", validation=True, **kwargs)
+    val = open_source(phantom_folder, SHAPE, split="test", validation=True, **kwargs)
+    assert len(val) >= 1 and sorted(kept.names + val.names) == sorted(train.names)
+    assert not set(val.names) & set(test.names) and not set(val.names) & set(kept.names)
+    rng = np.random.default_rng(0)
+    phantoms = {open_source("synthetic", SHAPE, num_cases=3, split=s, seed=1).get(i, rng)[1].tobytes()
+                for s in ("train", "test") for i in range(3)}
+    validation = open_source("synthetic", SHAPE, num_cases=3, split="test", seed=1, validation=True)
+    assert not {validation.get(i, rng)[1].tobytes() for i in range(3)} & phantoms
+    with pytest.raises(ValueError, match="validation"):
+        open_source("synthetic", SHAPE, split="all", validation=True)

@@ -165,14 +165,20 @@ def test_reward_shaping_adds_the_side_terms_before_the_returns():
     torch.testing.assert_close(targets - base, discounted_returns(extra, 0.9))
 
 
-def test_oracle_term_is_class_balanced_only_when_asked():
+def test_oracle_term_is_class_balanced_only_when_asked_and_the_dice_term_adds_its_loss():
     from ray.rllib.core.columns import Columns
 
     from mecca_rllib import MECCAConfig
     from mecca_rllib.envs import InteractiveSegEnv
     from mecca_rllib.policies.connectors import ADVANTAGES, LOSS_MASK, REWARD_LABELS, VALUE_TARGETS
     from mecca_rllib.policies.distribution import VoxelCategorical
-    from mecca_rllib.policies.learner import ORACLE_DOWN, ORACLE_UP, masked_mean
+    from mecca_rllib.policies.learner import (
+        ORACLE_DOWN,
+        ORACLE_UP,
+        masked_mean,
+        next_foreground_prob,
+        soft_dice_loss,
+    )
 
     shape, b = (2, 3, 4), 2
     n = int(np.prod(shape))
@@ -201,11 +207,16 @@ def test_oracle_term_is_class_balanced_only_when_asked():
             cfg = config.copy(copy_frozen=False).training(oracle_balanced=balanced)
             losses[balanced] = learner.compute_loss_for_module(module_id="default_policy", config=cfg,
                                                                batch=batch, fwd_out=fwd)
+        cfg = config.copy(copy_frozen=False).training(oracle_balanced=False, oracle_dice=2.0)
+        with_dice = learner.compute_loss_for_module(module_id="default_policy", config=cfg,
+                                                    batch=batch, fwd_out=fwd)
     weights = torch.where(label > 0, 0.5 / 0.125, 0.5 / 0.875)
     mask = torch.ones(b, n)
     torch.testing.assert_close(losses[True] - losses[False],
                                masked_mean(ce * weights, mask) - masked_mean(ce, mask))
     assert not torch.isclose(losses[True], losses[False])
+    foreground = next_foreground_prob(fwd[Columns.ACTION_DIST_INPUTS], batch[Columns.OBS][:, 1].reshape(b, -1))
+    torch.testing.assert_close(with_dice - losses[False], 2.0 * soft_dice_loss(foreground, label, mask))
 
 
 def test_direction_oracle_scores_the_summed_probability_of_the_right_sign():
@@ -228,3 +239,32 @@ def test_side_terms_must_be_non_negative():
     for name in ("side_reward", "switch_cost"):
         with pytest.raises(ValueError, match=f"{name} must be a number >= 0"):
             MECCAConfig().training(**{name: -1.0}).validate()
+
+
+def test_next_foreground_prob_sums_the_actions_that_end_above_one_half():
+    from mecca_rllib.policies.learner import next_foreground_prob
+
+    logits = torch.randn(1, 6, 1, 1, 4, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits, dim=1).flatten(2)[0]  # (6, N)
+    p_prev = torch.tensor([[0.5, 0.4, 0.9, 1.0]])
+    got = next_foreground_prob(logits, p_prev)[0]
+    # 0.5: the three positive steps; 0.4: +0.2, +0.4 (0.4 + 0.1 = 0.5 is background);
+    # 0.9: all but -0.4; 1.0: every action (1.0 - 0.4 = 0.6).
+    expected = torch.stack([probs[3:, 0].sum(), probs[4:, 1].sum(), probs[1:, 2].sum(), probs[:, 3].sum()])
+    torch.testing.assert_close(got, expected)
+
+
+def test_soft_dice_loss_is_zero_for_the_label_and_skips_rows_without_voxels():
+    from mecca_rllib import MECCAConfig
+    from mecca_rllib.policies.learner import soft_dice_loss
+
+    label = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    assert soft_dice_loss(label.clone(), label, mask, eps=0.0).item() == pytest.approx(0.0)
+    wrong = torch.tensor([[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
+    assert soft_dice_loss(wrong, label, mask, eps=0.0).item() == pytest.approx(1.0)  # row 2 ignored
+    half = torch.full((2, 4), 0.5)
+    # Row 1: 2 * (0.5 + 0.5) / (2 + 2) = 0.5.
+    assert soft_dice_loss(half, label, mask, eps=0.0).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="oracle_dice must be >= 0"):
+        MECCAConfig().training(oracle_dice=-0.1).validate()

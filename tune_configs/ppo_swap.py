@@ -26,8 +26,12 @@ def build_ppo_config(train_config):
 
 def get_experiment(smoke: bool = False, **overrides):
     config = base_train_config("demo")
-    for key in ("confidence_lr", "class_balanced", "oracle_coeff", "oracle_target", "oracle_balanced",
-                "minibatch_size", "shuffle_batch_per_epoch"):  # MECCA-learner options of the demo preset
+    # The demo preset's options that only MECCA's learner knows (class balance, the oracle
+    # terms, ...), found by name so that a new MECCA option needs no edit here, and the
+    # ones PPO sets itself.
+    ppo = MECCAPPOConfig()
+    mecca_only = [key for key in config["training"] if not hasattr(ppo, key)]
+    for key in (*mecca_only, "confidence_lr", "minibatch_size", "shuffle_batch_per_epoch"):
         config["training"].pop(key, None)
     config["training"].update(lr=1e-3, num_epochs=4)
     config["stop"] = {"training_iteration": 300}

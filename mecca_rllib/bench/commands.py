@@ -54,9 +54,11 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.quick and args.small:
         raise ValueError("choose one of --quick and --small")
+    if args.validation and args.test_dataset:
+        raise ValueError("choose one of --validation and --test-dataset")
     config = QUICK if args.quick else SMALL if args.small else FULL
     changes: dict = {"dataset": args.dataset, "out": Path(args.out),
-                     "test_dataset": args.test_dataset}
+                     "test_dataset": args.test_dataset, "validation": args.validation}
     if args.shape:
         changes["shape"] = args.shape
     if args.budget:
@@ -102,6 +104,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-dataset", default=None, metavar="DIR",
                    help="evaluate every method on all cases of this folder (MSD, BraTS or "
                         "images/+labels/) instead of --dataset's held-out split")
+    p.add_argument("--validation", action="store_true",
+                   help="evaluate on a validation split held out of the training data instead "
+                        "of the test cases (to choose settings without looking at them)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed of every method (default 0); the data and its split "
                         "stay fixed, results.json records it as meta.seed")

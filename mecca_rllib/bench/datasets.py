@@ -60,7 +60,7 @@ def split_by_group(groups: list[str], test_fraction: float, seed: int) -> tuple[
 
 
 def _atlas_source(root: Path, shape: tuple[int, int, int], seed: int, test_fraction: float,
-                  max_cases: int | None) -> tuple[VolumeSource, VolumeSource, str]:
+                  max_cases: int | None, validation: bool = False) -> tuple[VolumeSource, VolumeSource, str]:
     from mecca_rllib.data.layouts import discover_cases
 
     meta_path = root / "dataset.json"
@@ -75,10 +75,14 @@ def _atlas_source(root: Path, shape: tuple[int, int, int], seed: int, test_fract
         raise DataError(meta_path, f"cases without a structure name: {missing[:5]}")
     groups = [structure_group(by_case[c.name]) for c in cases]
     train, test = split_by_group(groups, test_fraction, seed)
+    held_out = "test"
+    if validation:  # split the training structures again: the test structures stay unseen
+        kept, val = split_by_group([groups[i] for i in train], test_fraction, seed + 1)
+        train, test, held_out = train[kept], train[val], "validation"
     if max_cases is not None:  # keep whole groups, in index order
         train, test = _whole_groups(train, groups, max_cases), _whole_groups(test, groups, max_cases)
     description = (f"MNI152 + Harvard-Oxford atlas task at {root}: {len(train)} train / "
-                   f"{len(test)} test structures, split by structure (left/right together)")
+                   f"{len(test)} {held_out} structures, split by structure (left/right together)")
     return (FolderSource(root, shape, train, seed=seed, variants=2),
             FolderSource(root, shape, test, seed=seed, variants=1), description)
 
@@ -110,7 +114,7 @@ def open_test_data(dataset: str, shape: tuple[int, int, int], *, seed: int = 0,
 def open_bench_data(dataset: str, shape: tuple[int, int, int], *, seed: int = 0,
                     num_train: int = 64, num_test: int = 16, test_fraction: float = 0.2,
                     cache_dir: str | os.PathLike | None = None,
-                    max_cases: int | None = None) -> BenchData:
+                    max_cases: int | None = None, validation: bool = False) -> BenchData:
     """Train and test sources for ``dataset`` (``phantoms``, ``atlas`` or a folder path).
 
     Args:
@@ -119,26 +123,33 @@ def open_bench_data(dataset: str, shape: tuple[int, int, int], *, seed: int = 0,
         test_fraction: atlas and folders: share of structures / cases held out.
         cache_dir: atlas only: where the atlas task is built once and reused.
         max_cases: atlas only: at most this many cases per split (whole structures).
+        validation: test on a validation split instead of the test cases, to choose
+            settings without them (``open_source(validation=True)``; atlas: the training
+            structures split again by structure).
     """
     shape = tuple(int(s) for s in shape)
     if dataset in ("phantoms", "synthetic"):
         train = open_source("synthetic", shape, num_cases=num_train, split="train", seed=seed)
-        test = open_source("synthetic", shape, num_cases=num_test, split="test", seed=seed)
+        test = open_source("synthetic", shape, num_cases=num_test, split="test", seed=seed,
+                           validation=validation)
         return BenchData("phantoms", train, test,
                          f"synthetic phantoms (seed {seed}): {num_train} train / {num_test} "
-                         "test cases from disjoint seed streams")
+                         f"{'validation' if validation else 'test'} cases from disjoint seed streams")
     if dataset == "atlas":
         from mecca_rllib.data.atlas import build_atlas_task
 
         root = Path(cache_dir or Path.home() / ".cache" / "mecca_rllib") / "atlas_task"
         if not (root / "dataset.json").is_file():
             build_atlas_task(root)
-        train, test, description = _atlas_source(root, shape, seed, test_fraction, max_cases)
+        train, test, description = _atlas_source(root, shape, seed, test_fraction, max_cases, validation)
         return BenchData("atlas", train, test, description)
     path = Path(dataset)
     if not path.is_dir():
         raise DataError(path, "--dataset: expected 'phantoms', 'atlas' or a dataset folder")
-    train = open_source(path, shape, split="train", seed=seed, test_fraction=test_fraction)
-    test = open_source(path, shape, split="test", seed=seed, test_fraction=test_fraction)
+    train = open_source(path, shape, split="train", seed=seed, test_fraction=test_fraction,
+                        validation=validation)
+    test = open_source(path, shape, split="test", seed=seed, test_fraction=test_fraction,
+                       validation=validation)
     return BenchData(path.name, train, test,
-                     f"{path}: {len(train)} train / {len(test)} test cases (split by case)")
+                     f"{path}: {len(train)} train / {len(test)} {'validation' if validation else 'test'} "
+                     "cases (split by case)")

@@ -35,6 +35,9 @@ class BenchConfig:
         test_dataset: None (test on ``dataset``'s held-out split) or another dataset folder
             (or ``"phantoms"``), all of whose cases are the test set: train on one
             collection, measure on another (transfer).
+        validation: test on a validation split held out of the training data
+            (``open_bench_data(validation=True)``) instead of the test cases: for choosing
+            settings, which must never look at the test cases.
         data_seed: seeds the phantoms and the train/test split; fixed across training seeds
             (``settings.seed``) so that seeds differ in training only.
         shape: ``(D, H, W)`` of every volume.
@@ -52,6 +55,7 @@ class BenchConfig:
 
     dataset: str = "phantoms"
     test_dataset: str | None = None
+    validation: bool = False
     data_seed: int = 0
     shape: tuple[int, int, int] = (30, 55, 55)
     num_train: int = 64
@@ -172,7 +176,8 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
     specs = select_methods(list(config.methods) if config.methods else None)
     data = open_bench_data(config.dataset, config.shape, seed=config.data_seed,
                            num_train=config.num_train, num_test=config.num_test,
-                           cache_dir=config.cache_dir, max_cases=config.max_cases)
+                           cache_dir=config.cache_dir, max_cases=config.max_cases,
+                           validation=config.validation)
     if config.test_dataset:
         data = data.with_test(open_test_data(config.test_dataset, config.shape,
                                              seed=config.data_seed, num_test=config.num_test))
@@ -210,7 +215,7 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
 
             ray.shutdown()
     meta = {
-        "title": f"{config.title}: {data.name}",
+        "title": f"{config.title}: {data.name}" + (" (validation split)" if config.validation else ""),
         "command": command or "(library call)",
         "commit": commit,
         "machine": _machine(),
@@ -218,6 +223,7 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
         **config.describe(),
         "seed": config.settings.seed,
         "data_seed": config.data_seed,
+        "validation": config.validation,
         "runtime": f"{time.perf_counter() - started:.0f} s end to end",
         "notes": [
             "Supervised baselines: plain torch loops, BCE + soft Dice loss, same P-Net "

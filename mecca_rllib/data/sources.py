@@ -14,7 +14,7 @@ from mecca_rllib.data.preprocess import DEFAULT_SHAPE, Shape3, preprocess
 from mecca_rllib.data.split import split_labeled, split_train_test
 
 SPLITS = ("train", "test", "all")
-_SPLIT_STREAM = {"train": 0, "test": 1}
+_SPLIT_STREAM = {"train": 0, "test": 1, "val": 2}  # "val": open_source(validation=True)
 
 
 class VolumeSource:
@@ -144,10 +144,14 @@ class FolderSource(_VariantSource):
         return self._images[index], self._labels[index]
 
 
-def _split_indices(n: int, split: str, test_fraction: float, seed: int) -> np.ndarray:
+def _split_indices(n: int, split: str, test_fraction: float, seed: int,
+                   validation: bool = False) -> np.ndarray:
     if split == "all":
         return np.arange(n)
     train, test = split_train_test(n, test_fraction, seed)
+    if validation:  # split the training cases again: the test cases stay unseen
+        kept, held_out = split_train_test(len(train), test_fraction, seed + 1)
+        train, test = train[kept], train[held_out]
     return train if split == "train" else test
 
 
@@ -155,7 +159,7 @@ def open_source(dataset: str | os.PathLike = "synthetic", shape: Shape3 = DEFAUL
                 num_cases: int = 64, split: str = "train", labeled_fraction: float = 1.0,
                 seed: int = 0, test_fraction: float = 0.2, channel: int | str | None = None,
                 label_value: int | str | None = None, variants: int = 4,
-                nonfinite: str = "raise") -> VolumeSource:
+                nonfinite: str = "raise", validation: bool = False) -> VolumeSource:
     """Open a dataset for the environment.
 
     Args:
@@ -171,15 +175,22 @@ def open_source(dataset: str | os.PathLike = "synthetic", shape: Shape3 = DEFAUL
         channel, label_value: passed to the NIfTI loaders for raw folders.
         variants: raw folders only: random-margin variants preprocessed per case.
         nonfinite: raw folders only: ``"raise"`` on NaN/Inf in an image, or ``"clean"``.
+        validation: choose settings without the test cases: ``"test"`` becomes a
+            validation split held out of the training cases (folders and caches: with
+            ``test_fraction``, and ``"train"`` the rest), or a third seed stream of phantoms
+            (synthetic: ``"train"`` unchanged). Not with ``split="all"``.
 
     Raises:
         DataError: the dataset has no usable case, or a cache's shape differs from ``shape``.
     """
     if split not in SPLITS:
         raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+    if validation and split == "all":
+        raise ValueError("validation: needs split='train' or 'test', not 'all'")
     shape = tuple(int(s) for s in shape)
     if str(dataset) == "synthetic":
-        return SyntheticSource(shape, num_cases, split, seed=seed, labeled_fraction=labeled_fraction)
+        stream = "val" if validation and split == "test" else split
+        return SyntheticSource(shape, num_cases, stream, seed=seed, labeled_fraction=labeled_fraction)
     root = Path(dataset)
     if not root.is_dir():
         raise DataError(root, "not a folder (expected 'synthetic', a dataset folder or a cache folder)")
@@ -190,12 +201,12 @@ def open_source(dataset: str | os.PathLike = "synthetic", shape: Shape3 = DEFAUL
         if manifest.shape != shape:
             raise DataError(root, f"cache was built at shape {manifest.shape}, but shape {shape} "
                                   "was requested; rebuild it or pass its shape")
-        indices = _split_indices(len(manifest.cases), split, test_fraction, seed)
+        indices = _split_indices(len(manifest.cases), split, test_fraction, seed, validation)
         source: VolumeSource = CacheSource(root, indices, labeled_fraction=labeled_fraction, seed=seed)
     else:
         from mecca_rllib.data.layouts import discover_cases
 
-        indices = _split_indices(len(discover_cases(root)), split, test_fraction, seed)
+        indices = _split_indices(len(discover_cases(root)), split, test_fraction, seed, validation)
         source = FolderSource(root, shape, indices, variants=variants,
                               labeled_fraction=labeled_fraction, seed=seed, channel=channel,
                               label_value=label_value, nonfinite=nonfinite)

@@ -67,6 +67,27 @@ def direction_logp(logits: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return torch.where(up, torch.logsumexp(logp[:, positive], dim=1), torch.logsumexp(logp[:, ~positive], dim=1))
 
 
+def next_foreground_prob(logits: torch.Tensor, p_prev: torch.Tensor) -> torch.Tensor:
+    """pi(p + a > 0.5 | s) ``(B, N)``: the policy's probability that a voxel is foreground
+    after its step (MECCA.md §1: ``p <- clip(p + a, 0, 1)``, foreground where p > 0.5), from
+    logits ``(B, 6, D, H, W)`` and the voxels' p before the step ``(B, N)``."""
+    probs = torch.softmax(logits.flatten(2).float(), dim=1)  # (B, 6, N)
+    values = torch.tensor(ACTION_VALUES, device=logits.device).view(1, -1, 1)
+    # p lives on a grid of tenths: compare in tenths so that 0.4 + 0.1 is not foreground.
+    foreground = torch.round((p_prev.unsqueeze(1) + values).clamp(0.0, 1.0) * 10) > 5
+    return (probs * foreground).sum(1)
+
+
+def soft_dice_loss(prob: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Mean over rows of ``1 - (2 |f y| + eps) / (|f| + |y| + eps)`` on the masked voxels;
+    ``prob``, ``label`` (0/1) and ``mask`` are ``(B, N)``; rows without masked voxels are skipped."""
+    y = (label > 0.5).float() * mask
+    f = prob * mask
+    rows = mask.sum(1) > 0
+    dice = (2 * (f * y).sum(1) + eps) / (f.sum(1) + y.sum(1) + eps).clamp_min(1e-12)
+    return torch.where(rows, 1 - dice, 0.0).sum() / rows.sum().clamp_min(1)
+
+
 def masked_mean_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-row masked mean of ``(B, N)`` -> ``(B,)``."""
     return (x * mask).sum(1) / mask.sum(1).clamp_min(1.0)
@@ -191,6 +212,12 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
             oracle_loss = masked_mean(-oracle_logp * oracle_weights, mask)
             total = total + oracle_coeff * oracle_loss
             stats[ORACLE_LOSS_KEY] = oracle_loss.detach()
+        if config.oracle_dice > 0 and REWARD_LABELS in batch:
+            foreground = next_foreground_prob(fwd_out[Columns.ACTION_DIST_INPUTS],
+                                              batch[Columns.OBS][:, 1].reshape(b, -1))
+            dice_loss = soft_dice_loss(foreground, batch[REWARD_LABELS].reshape(b, -1), mask)
+            total = total + config.oracle_dice * dice_loss
+            stats["oracle_dice_loss"] = dice_loss.detach()
         with torch.no_grad():
             if EPISODE_STEP in batch and P_NEXT in batch:
                 stats.update(step_diagnostics(
