@@ -18,6 +18,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from ray.rllib.utils.schedules.scheduler import Scheduler
 
+from mecca_rllib.envs.rollout import step_tenths
 from mecca_rllib.envs.spaces import ACTION_VALUES
 from mecca_rllib.policies.connectors import (
     ADVANTAGES,
@@ -72,9 +73,11 @@ def next_foreground_prob(logits: torch.Tensor, p_prev: torch.Tensor) -> torch.Te
     after its step (MECCA.md §1: ``p <- clip(p + a, 0, 1)``, foreground where p > 0.5), from
     logits ``(B, 6, D, H, W)`` and the voxels' p before the step ``(B, N)``."""
     probs = torch.softmax(logits.flatten(2).float(), dim=1)  # (B, 6, N)
-    values = torch.tensor(ACTION_VALUES, device=logits.device).view(1, -1, 1)
-    # p lives on a grid of tenths: compare in tenths so that 0.4 + 0.1 is not foreground.
-    foreground = torch.round((p_prev.unsqueeze(1) + values).clamp(0.0, 1.0) * 10) > 5
+    # The env's own update on p's grid of tenths, for every action at once (0.4 + 0.1 is 0.5:
+    # background).
+    tenths = torch.round(p_prev * 10).to(torch.int8).unsqueeze(1)  # (B, 1, N)
+    every_action = torch.arange(len(ACTION_VALUES), device=logits.device).view(1, -1, 1)
+    foreground = step_tenths(tenths, every_action) > 5  # (B, 6, N)
     return (probs * foreground).sum(1)
 
 
