@@ -75,14 +75,14 @@ def _atlas_source(root: Path, shape: tuple[int, int, int], seed: int, test_fract
         raise DataError(meta_path, f"cases without a structure name: {missing[:5]}")
     groups = [structure_group(by_case[c.name]) for c in cases]
     train, test = split_by_group(groups, test_fraction, seed)
-    held_out = "test"
     if validation:  # split the training structures again: the test structures stay unseen
         kept, val = split_by_group([groups[i] for i in train], test_fraction, seed + 1)
-        train, test, held_out = train[kept], train[val], "validation"
+        train, test = train[kept], train[val]
     if max_cases is not None:  # keep whole groups, in index order
         train, test = _whole_groups(train, groups, max_cases), _whole_groups(test, groups, max_cases)
     description = (f"MNI152 + Harvard-Oxford atlas task at {root}: {len(train)} train / "
-                   f"{len(test)} {held_out} structures, split by structure (left/right together)")
+                   f"{len(test)} {'validation' if validation else 'test'} structures, split by structure "
+                   "(left/right together)")
     return (FolderSource(root, shape, train, seed=seed, variants=2),
             FolderSource(root, shape, test, seed=seed, variants=1), description)
 
@@ -128,13 +128,14 @@ def open_bench_data(dataset: str, shape: tuple[int, int, int], *, seed: int = 0,
             structures split again by structure).
     """
     shape = tuple(int(s) for s in shape)
+    held_out = "validation" if validation else "test"
     if dataset in ("phantoms", "synthetic"):
         train = open_source("synthetic", shape, num_cases=num_train, split="train", seed=seed)
         test = open_source("synthetic", shape, num_cases=num_test, split="test", seed=seed,
                            validation=validation)
         return BenchData("phantoms", train, test,
                          f"synthetic phantoms (seed {seed}): {num_train} train / {num_test} "
-                         f"{'validation' if validation else 'test'} cases from disjoint seed streams")
+                         f"{held_out} cases from disjoint seed streams")
     if dataset == "atlas":
         from mecca_rllib.data.atlas import build_atlas_task
 
@@ -151,5 +152,4 @@ def open_bench_data(dataset: str, shape: tuple[int, int, int], *, seed: int = 0,
     test = open_source(path, shape, split="test", seed=seed, test_fraction=test_fraction,
                        validation=validation)
     return BenchData(path.name, train, test,
-                     f"{path}: {len(train)} train / {len(test)} {'validation' if validation else 'test'} "
-                     "cases (split by case)")
+                     f"{path}: {len(train)} train / {len(test)} {held_out} cases (split by case)")
