@@ -6,6 +6,7 @@
     mecca bench --dataset /data/Task09_Spleen --budget 2h --repeats 5
     mecca bench --small --dataset /data/Task01_BrainTumour --test-dataset /data/my_scans
     mecca bench --small --seed 1 --out bench_seed1   # another training seed, same data
+    mecca bench --small --validation --override training.lr=1e-3   # a lever, on validation cases
 
 Writes ``report.md`` (Tables 1/2/3/6 shaped like the paper's, ours beside the paper's),
 ``results.json``, ``dice_per_step.png`` and ``reward_ablation.png`` to ``--out``.
@@ -45,7 +46,7 @@ def _main(args: argparse.Namespace) -> int:
     import torch
 
     from mecca_rllib.budget import parse_budget
-    from mecca_rllib.bench.run import FULL, QUICK, SMALL, run_bench
+    from mecca_rllib.bench.run import FULL, QUICK, SMALL, demo_settings, run_bench
 
     if args.combine:
         from mecca_rllib.bench.seeds import combine_seeds
@@ -73,17 +74,42 @@ def _main(args: argparse.Namespace) -> int:
         changes["cache_dir"] = Path(args.cache_dir)
     if args.no_guided:
         changes["guided"] = False
+    settings = config.settings
+    if args.override:
+        settings = _overridden_settings(args.override, preset_sized=args.quick or args.small)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     changes["settings"] = dataclasses.replace(
-        config.settings, device=device,
+        settings, device=device,
         seed=config.settings.seed if args.seed is None else args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "mecca " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     run_bench(config.replace(**changes), command=command, progress=not args.no_progress)
     return 0
+
+
+#: The demo preset's sections the --quick/--small settings read (bench/run.py, demo_settings).
+OVERRIDABLE = ("training", "warm_start", "model_config")
+
+
+def _overridden_settings(overrides: list[str], *, preset_sized: bool):
+    """--quick/--small's settings from the demo preset with ``overrides`` (``mecca train``'s
+    ``section.key=value``) applied; only the sections those settings read may change."""
+    from mecca_rllib.bench.run import demo_settings
+    from mecca_rllib.train import load_train_config
+
+    if not preset_sized:
+        raise ValueError("--override changes the demo preset that --quick and --small train with; "
+                         "pass one of them")
+    for item in overrides:
+        section = item.partition("=")[0].split(".")[0]
+        if section not in OVERRIDABLE:
+            raise ValueError(f"--override {item!r}: mecca bench reads only the preset's "
+                             f"{', '.join(OVERRIDABLE)} sections (the shape, clicks and budget "
+                             "have their own options)")
+    return demo_settings(load_train_config("demo", overrides))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -129,6 +155,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch intra-op threads (default: torch's choice; 1 can be faster on "
                         "small volumes and busy machines)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --quick/--small: change the demo preset they train with, as in "
+                        "mecca train (e.g. training.lr=1e-3, warm_start.env_steps=0); repeatable")
     p.add_argument("--no-guided", action="store_true", help="skip MECCA's guided evaluation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)

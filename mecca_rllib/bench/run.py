@@ -11,7 +11,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from mecca_rllib.baselines.interaction import ClickSchedule
 from mecca_rllib.bench.protocol import MethodResult, Protocol, evaluate_method
 from mecca_rllib.bench.report import write_report
 
-__all__ = ["BenchConfig", "FULL", "QUICK", "SMALL", "run_bench"]
+__all__ = ["BenchConfig", "FULL", "QUICK", "SMALL", "demo_settings", "run_bench"]
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,13 @@ FULL = BenchConfig(title="MECCA benchmark (full)")
 SMALL_ENV_STEPS = 2000
 
 
-def _demo_settings() -> TrainSettings:
+def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
     """The ``mecca train --config demo`` preset's network and training settings (10x20x20
-    volumes, dilations fitting the volume, lr 3e-3, its RL levers), stated once in train.py."""
+    volumes, dilations fitting the volume, lr 3e-3, its RL levers), stated once in train.py;
+    ``demo``: that preset with overrides (``load_train_config("demo", [...])``)."""
     from mecca_rllib.train import PRESETS
 
-    demo = PRESETS["demo"]
+    demo = PRESETS["demo"] if demo is None else demo
     training = dict(demo["training"])
     warm_steps = int((demo.get("warm_start") or {}).get("env_steps", 0))
     model = demo["model_config"]
@@ -125,7 +126,7 @@ def _demo_settings() -> TrainSettings:
 #: Settings of the CPU-sized runs: the demo preset's, which let the RL methods learn in minutes.
 _CPU_SIZED = dict(
     shape=(10, 20, 20),
-    settings=_demo_settings(),
+    settings=demo_settings(),
     protocol=Protocol(schedule=ClickSchedule(hint_kernel=4)),
 )
 
