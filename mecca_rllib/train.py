@@ -171,17 +171,18 @@ def prepare_warm_start(config: dict[str, Any], out: str | os.PathLike) -> dict[s
     if steps <= 0:
         return config
     from mecca_rllib.baselines.interaction import ClickSchedule
-    from mecca_rllib.baselines.pretrain import pretrain_warm_start, training_source
+    from mecca_rllib.baselines.pretrain import WARM_START_KIND, pretrain_warm_start, training_source
     from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
 
     env_config = config.get("env_config", {})
     model = {**DEFAULT_MODEL_CONFIG, **config.get("model_config", {})}
-    print(f"warm start: pre-training a P-Net for {steps} env steps ...", flush=True)
+    kind = str(warm.get("kind", WARM_START_KIND))
+    print(f"warm start: pre-training a {kind} P-Net for {steps} env steps ...", flush=True)
     path, spent = pretrain_warm_start(
         training_source(env_config), out, env_steps=steps,
         schedule=ClickSchedule.from_env_config(env_config), width=int(model["width"]),
         dilations=tuple(int(d) for d in model["dilations"]),
-        lr=float(warm.get("lr", training.get("lr", 1e-3))), seed=int(config.get("seed", 0)))
+        lr=float(warm.get("lr", training.get("lr", 1e-3))), seed=int(config.get("seed", 0)), kind=kind)
     print(f"warm start: {path} ({spent['env_steps']:.0f} env steps, {spent['seconds']:.0f} s)")
     training["init_from"] = str(path.resolve())
     return config

@@ -77,3 +77,19 @@ def test_mecca_train_end_to_end_writes_checkpoint_table_and_plot(tmp_path, capsy
     assert list((tmp_path / "runs" / "tiny").glob("*/checkpoint_*"))
     saved = json.loads(next((tmp_path / "runs" / "tiny").glob("*/train_config.json")).read_text())
     assert saved["env_config"]["shape"] == [8, 16, 16]
+
+
+def test_warm_start_kind_chooses_the_supervised_loop_and_its_channels(tmp_path):
+    from mecca_rllib.policies.warm_start import load_warm_start
+    from mecca_rllib.train import prepare_warm_start
+
+    env = {"dataset": "synthetic", "shape": [8, 16, 16], "num_cases": 4, "steps": 2,
+           "initial_clicks": 3, "clicks_per_step": 2, "hint_kernel": 3}
+    config = {"env_config": env, "model_config": {"width": 8, "dilations": [1, 2, 1, 2, 1]},
+              "training": {}, "warm_start": {"env_steps": 3, "kind": "deepigeos"}}
+    warm = load_warm_start(prepare_warm_start(config, tmp_path / "w.pt")["training"]["init_from"])
+    assert warm["channels"] == [0, 2] and warm["meta"]["kind"] == "deepigeos"  # image + hint, no p
+    config["warm_start"]["kind"] = "unet"
+    with pytest.raises(ValueError, match="intercnn"):
+        prepare_warm_start(config, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()

@@ -20,6 +20,7 @@ from mecca_rllib.budget import Budget
 from mecca_rllib.bench.datasets import open_bench_data, open_test_data
 from mecca_rllib.bench.methods import TrainSettings, select_methods
 from mecca_rllib.baselines.interaction import ClickSchedule
+from mecca_rllib.baselines.pretrain import WARM_START_KIND
 from mecca_rllib.bench.protocol import MethodResult, Protocol, evaluate_method
 from mecca_rllib.bench.report import write_report
 
@@ -88,7 +89,7 @@ class BenchConfig:
             "settings": (f"volumes {'x'.join(map(str, self.shape))}, P-Net width {s.width}, "
                          f"dilations {list(s.dilations)}, Adam lr {s.lr:g} (RL policy "
                          f"{s.rl_lr or s.lr:g}), RL warm start {100 * s.rl_warm_start:.0f} % of "
-                         f"the budget, RLlib batch "
+                         f"the budget ({s.rl_warm_start_kind}), RLlib batch "
                          f"{s.rl_batch_env_steps} env steps ({s.rl_envs} volumes per env step), "
                          f"RL options {dict(s.rl_training) or 'none'}, seed {s.seed}"),
         }
@@ -109,12 +110,14 @@ def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
 
     demo = PRESETS["demo"] if demo is None else demo
     training = dict(demo["training"])
-    warm_steps = int((demo.get("warm_start") or {}).get("env_steps", 0))
+    warm = demo.get("warm_start") or {}
+    warm_steps = int(warm.get("env_steps", 0))
     model = demo["model_config"]
     return TrainSettings(
         width=int(model["width"]), dilations=tuple(model["dilations"]),
         conf_dilations=tuple(model["conf_dilations"]), lr=float(training.pop("confidence_lr")),
         rl_lr=float(training.pop("lr")), rl_warm_start=warm_steps / float(SMALL_ENV_STEPS),
+        rl_warm_start_kind=str(warm.get("kind", WARM_START_KIND)),
         rl_batch_env_steps=int(training.pop("train_batch_size_per_learner")),
         rl_envs=int(demo["env_runners"].get("num_envs_per_env_runner", 1)),
         entropy_coeff=float(training.pop("entropy_coeff")),
