@@ -315,8 +315,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser(
         "pretrain",
         help="pre-train MECCA's warm start: a supervised P-Net on a config's training cases",
-        description="Train the InterCNN-like P-Net (image, p, hint) on the training cases of "
-                    "a train config and write a warm-start file for `mecca train --init-from`.",
+        description="Train a supervised P-Net on the training cases of a train config (the "
+                    "config's warm_start.kind: intercnn reads image, p and hint; deepigeos image "
+                    "and hint) and write a warm-start file for `mecca train --init-from`.",
     )
     add_config_options(q)
     q.add_argument("--env-steps", type=int, default=None,

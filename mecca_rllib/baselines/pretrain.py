@@ -4,9 +4,11 @@ warm-start file (``policies/warm_start.py``) for ``MECCAConfig.training(init_fro
     mecca pretrain --config demo --env-steps 800 --out pnet.pt
     mecca train --config demo --init-from pnet.pt
 
-The P-Net trains with the InterCNN-like loop of :mod:`mecca_rllib.baselines.supervised`
-(image, its own previous prediction and the hint map: the channels MECCA's policy reads),
-so every unrolled interaction step is one environment step of the benchmark's budget.
+By default (``kind="intercnn"``) the P-Net trains with the InterCNN-like loop of
+:mod:`mecca_rllib.baselines.supervised` (image, its own previous prediction and the hint
+map: the channels MECCA's policy reads), so every unrolled interaction step is one
+environment step of the benchmark's budget; ``kind="deepigeos"`` trains on single
+interactions from image and hint (the policy's p channel then starts with zero weights).
 """
 from __future__ import annotations
 
