@@ -50,6 +50,7 @@ class TrainSettings:
         rl_warm_start: share of an RL method's budget spent pre-training its warm start (a
             supervised P-Net, ``baselines/pretrain.py``) before RL spends the rest; 0: none.
         rl_warm_start_kind: which supervised loop trains it (``baselines.supervised.KINDS``).
+        rl_warm_start_lr: its learning rate (None: ``lr``).
         seed: seeds all training.
         device: ``"cpu"`` or ``"cuda"`` for the networks being trained (RL: the learner).
     """
@@ -65,6 +66,7 @@ class TrainSettings:
     rl_training: Mapping[str, Any] = field(default_factory=dict)
     rl_warm_start: float = 0.0
     rl_warm_start_kind: str = WARM_START_KIND
+    rl_warm_start_lr: float | None = None
     rl_lr: float | None = None
     seed: int = 0
     device: str = "cpu"
@@ -177,7 +179,8 @@ def _warm_start(source: VolumeSource, budget: Budget,
     path, spent = pretrain_warm_start(
         source, folder / "warm_start.pt", env_steps=steps, seconds=seconds,
         schedule=settings.schedule, width=settings.width, dilations=settings.dilations,
-        lr=settings.lr, seed=settings.seed, device=settings.device, kind=settings.rl_warm_start_kind)
+        lr=settings.rl_warm_start_lr or settings.lr, seed=settings.seed, device=settings.device,
+        kind=settings.rl_warm_start_kind)
     tracker.spend(int(spent["env_steps"]), int(spent["updates"]))
     return {"init_from": str(path)}, tracker
 

@@ -89,7 +89,7 @@ class BenchConfig:
             "settings": (f"volumes {'x'.join(map(str, self.shape))}, P-Net width {s.width}, "
                          f"dilations {list(s.dilations)}, Adam lr {s.lr:g} (RL policy "
                          f"{s.rl_lr or s.lr:g}), RL warm start {100 * s.rl_warm_start:.0f} % of "
-                         f"the budget ({s.rl_warm_start_kind}), RLlib batch "
+                         f"the budget ({s.rl_warm_start_kind}, lr {s.rl_warm_start_lr or s.lr:g}), RLlib batch "
                          f"{s.rl_batch_env_steps} env steps ({s.rl_envs} volumes per env step), "
                          f"RL options {dict(s.rl_training) or 'none'}, seed {s.seed}"),
         }
@@ -118,6 +118,7 @@ def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
         conf_dilations=tuple(model["conf_dilations"]), lr=float(training.pop("confidence_lr")),
         rl_lr=float(training.pop("lr")), rl_warm_start=warm_steps / float(SMALL_ENV_STEPS),
         rl_warm_start_kind=str(warm.get("kind", WARM_START_KIND)),
+        rl_warm_start_lr=float(warm["lr"]) if "lr" in warm else None,
         rl_batch_env_steps=int(training.pop("train_batch_size_per_learner")),
         rl_envs=int(demo["env_runners"].get("num_envs_per_env_runner", 1)),
         entropy_coeff=float(training.pop("entropy_coeff")),
