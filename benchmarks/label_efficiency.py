@@ -10,7 +10,7 @@ in Algorithm 1, ``labeled_episode_ratio=0.5``) in two arms:
 - ``ignored``: unlabeled episodes are sampled but contribute nothing (``simulated_labels=False``).
 
 Both arms start from the demo preset's warm start: a P-Net pre-trained for
-``--warm-start-steps`` env steps on the run's *labeled* cases only (``mecca pretrain``), which
+``--warm-start-steps`` env steps (default: the preset's) on the run's *labeled* cases only (``mecca pretrain``), which
 count inside the budget. At fraction 1.0 there is no unlabeled case and both arms are the
 same run (trained once).
 Each trained module is evaluated deterministically (argmax) on held-out phantoms
@@ -49,7 +49,8 @@ def train_config(args: argparse.Namespace, fraction: float, simulated: bool, see
         delta_start=args.delta_start, delta_growth=args.delta_growth, delta_max=args.delta_max,
     )
     config["evaluation"].update(episodes=args.eval_episodes)
-    config["warm_start"] = {**config.get("warm_start", {}), "env_steps": args.warm_start_steps}
+    if args.warm_start_steps is not None:
+        config["warm_start"] = {**config.get("warm_start", {}), "env_steps": args.warm_start_steps}
     config["seed"] = seed
     return config
 
@@ -105,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--updates", type=int, default=60, help="learner updates per run (the RL budget)")
     p.add_argument("--episodes", type=int, default=4,
                    help="complete episodes per update (the demo samples 4 volumes together)")
-    p.add_argument("--warm-start-steps", type=int, default=800,
-                   help="env steps of the labeled-only P-Net warm start (0: none), inside the budget")
+    p.add_argument("--warm-start-steps", type=int, default=None,
+                   help="env steps of the labeled-only P-Net warm start (0: none), inside the "
+                        "budget (default: the demo preset's)")
     p.add_argument("--eval-episodes", type=int, default=16, help="held-out phantoms evaluated")
     p.add_argument("--delta-start", type=float, default=0.85)
     p.add_argument("--delta-growth", type=float, default=0.00025)
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((fraction, arms))
 
     print(f"\nFinal-step Dice on {args.eval_episodes} held-out phantoms {tuple(args.shape)}, "
-          f"{args.warm_start_steps} warm-start env steps + {args.updates} updates x "
+          f"{train_config(args, 1.0, False, 0)['warm_start'].get('env_steps', 0)} warm-start env "
+          f"steps + {args.updates} updates x "
           f"{args.episodes} episodes, seeds {args.seeds}")
     head = (f"{'labeled':>8} {'simulated':>15} {'ignored':>15} {'gain':>7} {'sim. agree':>11} "
             f"{'mask frac':>10} {'train s':>8}")

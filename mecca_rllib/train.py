@@ -40,7 +40,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # entropy bonus, 4 volumes sampled together (2.5x the env steps per second) and
         # trained as 4 one-episode minibatches, class-balanced policy loss (no collapse to
         # "all background": the target is ~12 % of the voxels) and the oracle term 0.5.
-        # Warm start: 800 env steps of a supervised P-Net first, then RL fine-tunes. The oracle term rewards the
+        # Warm start: 400 env steps of a supervised DeepIGeoS-like P-Net (image + hints)
+        # first, then RL fine-tunes (README "Sixth round": the InterCNN-like warm start,
+        # which also reads p, collapsed one atlas seed; 800 steps left RL too few). The oracle term rewards the
         # direction toward the label (not the +-0.4 step) and is not class-balanced: Dice
         # then rises at every step (chosen on validation phantoms, README). A soft Dice
         # term (3.0) on the policy's next-step foreground probability raises every step
@@ -53,11 +55,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "env_runners": {"num_env_runners": 0, "num_envs_per_env_runner": 4},
         "learners": {"num_learners": 0},
         "resources": {"num_cpus_for_main_process": 2},
-        # 800 warm-start env steps + 80 iterations x 20 = 2,400 env steps: a fixed sample
+        # 400 warm-start env steps + 100 iterations x 20 = 2,400 env steps: a fixed sample
         # budget (the same numbers on any machine); the time cap only guards slow machines.
-        "stop": {"training_iteration": 80, "time_total_s": 3600},
+        "stop": {"training_iteration": 100, "time_total_s": 3600},
         "evaluation": {"episodes": 16, "seed": 10_000},
-        "warm_start": {"env_steps": 800, "lr": 3e-3},
+        "warm_start": {"env_steps": 400, "lr": 3e-3, "kind": "deepigeos"},
         "seed": 0,
     },
     # The paper's setting (MECCA.md §1, §2, §6): 30x55x55, width 16, lr 1e-4, T = 5.
