@@ -59,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # budget (the same numbers on any machine); the time cap only guards slow machines.
         "stop": {"training_iteration": 100, "time_total_s": 3600},
         "evaluation": {"episodes": 16, "seed": 10_000},
-        "warm_start": {"env_steps": 400, "lr": 3e-3, "kind": "deepigeos"},
+        "warm_start": {"env_steps": 400, "lr": 3e-3},  # kind: pretrain.WARM_START_KIND
         "seed": 0,
     },
     # The paper's setting (MECCA.md §1, §2, §6): 30x55x55, width 16, lr 1e-4, T = 5.
@@ -318,8 +318,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pretrain",
         help="pre-train MECCA's warm start: a supervised P-Net on a config's training cases",
         description="Train a supervised P-Net on the training cases of a train config (the "
-                    "config's warm_start.kind: intercnn reads image, p and hint; deepigeos image "
-                    "and hint) and write a warm-start file for `mecca train --init-from`.",
+                    "config's warm_start.kind: deepigeos, the default, reads image and hint; "
+                    "intercnn image, p and hint) and write a warm-start file for "
+                    "`mecca train --init-from`.",
     )
     add_config_options(q)
     q.add_argument("--env-steps", type=int, default=None,

@@ -4,11 +4,12 @@ warm-start file (``policies/warm_start.py``) for ``MECCAConfig.training(init_fro
     mecca pretrain --config demo --env-steps 800 --out pnet.pt
     mecca train --config demo --init-from pnet.pt
 
-By default (``kind="intercnn"``) the P-Net trains with the InterCNN-like loop of
-:mod:`mecca_rllib.baselines.supervised` (image, its own previous prediction and the hint
-map: the channels MECCA's policy reads), so every unrolled interaction step is one
-environment step of the benchmark's budget; ``kind="deepigeos"`` trains on single
-interactions from image and hint (the policy's p channel then starts with zero weights).
+By default (``kind="deepigeos"``) the P-Net trains with the DeepIGeoS-like loop of
+:mod:`mecca_rllib.baselines.supervised`: single interactions from image and hint map, one
+environment step of the benchmark's budget per volume (the policy's p channel starts with
+zero weights, and RL learns to read it). ``kind="intercnn"`` unrolls whole interactions on
+its own previous prediction (every channel the policy reads); it collapsed one atlas seed
+(README "Sixth round").
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from mecca_rllib.policies.warm_start import save_warm_start
 
 __all__ = ["WARM_START_KIND", "pretrain_warm_start", "training_source"]
 
-#: The supervised loop whose network initialises MECCA's policy (reads image, p and hint).
-WARM_START_KIND = "intercnn"
+#: The supervised loop whose network initialises MECCA's policy (README "Sixth round").
+WARM_START_KIND = "deepigeos"
 
 
 class _LabeledCases(VolumeSource):
