@@ -194,14 +194,16 @@ def test_init_from_starts_learner_and_env_runner_from_a_pretrained_pnet(ray_sess
     path = prepared["training"]["init_from"]
     assert path == str((tmp_path / "warm.pt").resolve()) and "init_from" not in config["training"]
     warm = load_warm_start(path)
-    assert warm["meta"]["env_steps"] == 6 and warm["channels"] == [0, 1, 2]
-    net = PNet(3, MODEL["width"], MODEL["dilations"])
+    # the default warm start is the DeepIGeoS-like loop: it reads the image (0) and hint (2)
+    assert warm["meta"]["env_steps"] == 6 and warm["channels"] == [0, 2]
+    net = PNet(len(warm["channels"]), MODEL["width"], MODEL["dilations"])
     net.load_state_dict(warm["state_dict"])
     algo = tiny_config(init_from=path).build_algo()
     try:
         obs = torch.randn(1, 3, *SHAPE, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            expected = torch.where(net(obs) > 0, int(np.argmax(ACTION_VALUES)), int(np.argmin(ACTION_VALUES)))
+        with torch.no_grad():  # the policy ignores the channel the P-Net did not read (p)
+            logits = net(obs[:, warm["channels"]])
+            expected = torch.where(logits > 0, int(np.argmax(ACTION_VALUES)), int(np.argmin(ACTION_VALUES)))
         learner = _per_learner(algo, lambda m: m.policy_logits(obs).argmax(1))[0]
         runner = algo.env_runner.module.policy_logits(obs).argmax(1)
         assert torch.equal(learner, expected) and torch.equal(runner, expected)
