@@ -7,11 +7,19 @@ per step transition t -> t+1 it prints, as % of all voxels:
 - ``fixed``: voxels whose side (p > 0.5 is foreground) changes to the true one;
 - ``broken``: voxels whose side changes to the wrong one;
 - ``near 0.5``: share of the broken voxels that sat at p in {0.5, 0.6} before the step;
+- ``broken FP``: share of the broken voxels that became false positives (background
+  voxels pushed over 0.5);
 - ``back``: share of the voxels that changed side at t-1 -> t and change back at t -> t+1
   (a period-2 oscillation: no action leaves p where it is, MECCA.md §1).
 
+It also prints the predicted foreground volume over the true one per step (> 1: over-
+segmentation). ``--bench DATASET`` trains MECCA as ``mecca bench --small --validation``
+does (same settings, budget, ``--seed`` and ``--override``) and plays the bench's protocol
+on the validation cases instead of loading a module:
+
     .venv/bin/python benchmarks/learning_levers.py --config demo --save /tmp/demo_module
     .venv/bin/python benchmarks/step_flips.py --module /tmp/demo_module --config demo
+    .venv/bin/python benchmarks/step_flips.py --bench atlas --seed 0       # ~4 min on 1 core
 """
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ def flip_table(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> lis
     steps = probabilities[0].shape[0] - 1
     rows = []
     for t in range(1, steps):
-        fixed = broken = near = back = changed_before = voxels = 0
+        fixed = broken = near = back = changed_before = voxels = false_pos = 0
         for p, label in zip(probabilities, labels):
             side = p > 0.5  # (T+1, D, H, W)
             truth = label.astype(bool)
@@ -38,6 +46,7 @@ def flip_table(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> lis
             fixed += int((change & (side[t + 1] == truth)).sum())
             bad = change & (side[t + 1] != truth)
             broken += int(bad.sum())
+            false_pos += int((bad & side[t + 1]).sum())
             tenths = np.rint(p[t] * 10)
             near += int((bad & ((tenths == 5) | (tenths == 6))).sum())
             before = side[t] != side[t - 1]
@@ -47,13 +56,64 @@ def flip_table(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> lis
         rows.append({"transition": f"{t} -> {t + 1}", "fixed": 100 * fixed / voxels,
                      "broken": 100 * broken / voxels,
                      "near_0.5": 100 * near / max(broken, 1),
+                     "broken_fp": 100 * false_pos / max(broken, 1),
                      "back": 100 * back / max(changed_before, 1)})
     return rows
 
 
+def foreground_ratio(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> np.ndarray:
+    """``(T,)`` mean over episodes of predicted foreground voxels / true ones after each step."""
+    return np.mean([(p[1:] > 0.5).reshape(len(p) - 1, -1).sum(1) / max(int(label.sum()), 1)
+                    for p, label in zip(probabilities, labels)], axis=0)
+
+
+def bench_traces(dataset: str, seed: int, overrides: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Train MECCA as ``mecca bench --small --validation --dataset DATASET --seed SEED`` does
+    and play the bench's protocol on the validation cases: per episode ``(T+1, D, H, W)`` p
+    and the ``(D, H, W)`` label."""
+    import dataclasses
+
+    import ray
+
+    from mecca_rllib.baselines import Interaction
+    from mecca_rllib.bench.commands import _overridden_settings
+    from mecca_rllib.bench.datasets import open_bench_data
+    from mecca_rllib.bench.methods import train_rl
+    from mecca_rllib.bench.run import SMALL
+    from mecca_rllib.envs.rollout import play_episode
+
+    settings = _overridden_settings(overrides, preset_sized=True) if overrides else SMALL.settings
+    settings = dataclasses.replace(settings, seed=seed, device="cpu")
+    data = open_bench_data(dataset, SMALL.shape, validation=True)
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        segmenter = train_rl("confidence", data.train, SMALL.budget, settings).segmenter
+    finally:
+        ray.shutdown()
+    protocol, probabilities, labels = SMALL.protocol, [], []
+    for r in range(protocol.repeats):
+        for c in range(len(data.test)):
+            data_rng, click_rng = protocol.streams(r, c)
+            image, label = data.test.get(c, data_rng)
+            episode = Interaction(image, label, protocol.schedule, click_rng)
+            segmenter.start(episode.obs[0])
+            p = [episode.p.copy()]
+            for rec in play_episode(episode, segmenter.step):
+                p.append(np.asarray(rec.out.p, np.float32))
+            probabilities.append(np.stack(p))
+            labels.append(label)
+    return probabilities, labels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--module", required=True, help="exported module folder (mecca export)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--module", help="exported module folder (mecca export)")
+    source.add_argument("--bench", metavar="DATASET",
+                        help="train MECCA as `mecca bench --small --validation` on DATASET instead")
+    p.add_argument("--seed", type=int, default=0, help="--bench: training seed")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="--bench: changes to the preset (as mecca bench --override)")
     p.add_argument("--config", default="demo", help="train preset or config file (held-out data)")
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--eval-seed", type=int, default=20_000,
@@ -63,18 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from mecca_rllib.evaluation import evaluate
+    from mecca_rllib.metrics import dice as dice_score
     from mecca_rllib.policies.checkpoints import load_rl_module
     from mecca_rllib.train import held_out_env_config, load_train_config
 
-    module = load_rl_module(args.module)
-    env_config = held_out_env_config(load_train_config(args.config), args.eval_seed)
-    traces = evaluate(module, env_config, episodes=args.episodes, seed=args.eval_seed, progress=False)
-    dice = np.mean([t.dice for t in traces], axis=0)
+    if args.bench:
+        probabilities, labels = bench_traces(args.bench, args.seed, args.override)
+    else:
+        module = load_rl_module(args.module)
+        env_config = held_out_env_config(load_train_config(args.config), args.eval_seed)
+        traces = evaluate(module, env_config, episodes=args.episodes, seed=args.eval_seed, progress=False)
+        probabilities, labels = [t.probabilities for t in traces], [t.label for t in traces]
+    dice = np.mean([[dice_score(p[t] > 0.5, label) for t in range(len(p))]
+                    for p, label in zip(probabilities, labels)], axis=0)
     print(f"mean Dice per step (0 = after reset): {' '.join(f'{d:.3f}' for d in dice)}")
-    print(f"{'transition':>10} {'fixed %':>8} {'broken %':>9} {'broken near 0.5 %':>18} {'back %':>7}")
-    for row in flip_table([t.probabilities for t in traces], [t.label for t in traces]):
+    ratio = foreground_ratio(probabilities, labels)
+    print(f"predicted / true foreground per step: {' '.join(f'{r:.3f}' for r in ratio)}")
+    print(f"{'transition':>10} {'fixed %':>8} {'broken %':>9} {'broken near 0.5 %':>18} "
+          f"{'broken FP %':>12} {'back %':>7}")
+    for row in flip_table(probabilities, labels):
         print(f"{row['transition']:>10} {row['fixed']:>8.2f} {row['broken']:>9.2f} "
-              f"{row['near_0.5']:>18.1f} {row['back']:>7.1f}")
+              f"{row['near_0.5']:>18.1f} {row['broken_fp']:>12.1f} {row['back']:>7.1f}")
     return 0
 
 

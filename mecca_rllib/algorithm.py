@@ -45,6 +45,7 @@ from mecca_rllib.policies.simulated_labels import (
     SimulatedLabelProvider,
     simulated_label_agreement,
 )
+from mecca_rllib.policies.warm_start import SCALE as WARM_START_SCALE
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +101,13 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         self.entropy_coeff: float | list = 0.0
         self.vf_loss_coeff = 0.5
         self.class_balanced = False
+        self.class_balance_power = 1.0
         self.oracle_balanced = False
         self.oracle_target = "direction"
         self.oracle_coeff: float | list = 0.0
         self.oracle_dice = 0.0
         self.init_from: str | None = None
+        self.init_from_scale = WARM_START_SCALE
         self.one_forward = True
         self.gae_lambda: float | None = None
         # Simulated labels for unlabeled volumes (MECCA.md §5).
@@ -122,11 +125,13 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         entropy_coeff: float | list = NotProvided,
         vf_loss_coeff: float = NotProvided,
         class_balanced: bool = NotProvided,
+        class_balance_power: float = NotProvided,
         oracle_balanced: bool = NotProvided,
         oracle_target: str = NotProvided,
         oracle_coeff: float | list = NotProvided,
         oracle_dice: float = NotProvided,
         init_from: str | None = NotProvided,
+        init_from_scale: float = NotProvided,
         one_forward: bool = NotProvided,
         gae_lambda: float | None = NotProvided,
         simulated_labels: bool = NotProvided,
@@ -152,6 +157,9 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             class_balanced: weigh each volume's target and background voxels equally in
                 the policy (and oracle) loss; the weights come from the labels the rewards
                 use (simulated ones for unlabeled volumes).
+            class_balance_power: with ``class_balanced``, how far to balance: the weights
+                ``0.5 / f`` and ``0.5 / (1 - f)`` raised to this power and rescaled to mean
+                1 (1, default: equal totals; 0.5: part of the way; README "Seventh round").
             oracle_balanced: with ``class_balanced``, weigh the oracle term the same way
                 (True); False (default, README "Learning quality"): the oracle term stays a
                 plain per-voxel cross-entropy, whose argmax is not pushed toward the rarer
@@ -175,6 +183,10 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
                 the policy trunk and heads start from a supervised P-Net trained on the
                 same data, loaded on the driver before the first update. None (default):
                 Xavier initialisation (MECCA.md §2).
+            init_from_scale: the warm start's action-logit scale, ``logit_k = scale *
+                (a_k / 0.4) * z`` (``policies/warm_start.py``): below 1 the policy starts
+                less sure than its P-Net. 1 (default; README "Seventh round": 0.5 gave the
+                same final Dice on the atlas task, smoother steps, and lost one phantom seed).
             one_forward: True (default): rewards, returns and advantages come from the
                 learner's train forward (values and confidence detached); False: from a
                 separate no-grad forward in the learner connector (slower, the same numbers).
@@ -198,8 +210,10 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         super().training(**kwargs)
         set_provided(self, dict(
             entropy_coeff=entropy_coeff, vf_loss_coeff=vf_loss_coeff, class_balanced=class_balanced,
+            class_balance_power=class_balance_power,
             oracle_balanced=oracle_balanced, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
-            oracle_dice=oracle_dice, init_from=init_from, one_forward=one_forward,
+            oracle_dice=oracle_dice, init_from=init_from, init_from_scale=init_from_scale,
+            one_forward=one_forward,
             gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,
             delta_growth=delta_growth, delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
@@ -235,6 +249,10 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             self._value_error(f"oracle_target must be 'max' or 'direction', got {self.oracle_target!r}")
         if float(self.oracle_dice) < 0:
             self._value_error(f"oracle_dice must be >= 0, got {self.oracle_dice}")
+        if not float(self.class_balance_power) >= 0:
+            self._value_error(f"class_balance_power must be >= 0, got {self.class_balance_power}")
+        if not float(self.init_from_scale) > 0:
+            self._value_error(f"init_from_scale must be > 0, got {self.init_from_scale}")
         if not 0.0 <= self.gamma <= 1.0:
             self._value_error(f"gamma must be in [0, 1], got {self.gamma}")
         try:
@@ -285,7 +303,8 @@ class MECCA(Algorithm):
         from mecca_rllib.policies.warm_start import warm_start_from_file
 
         state = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
-        state = warm_start_from_file(state, path, self.config.model_config)
+        state = warm_start_from_file(state, path, self.config.model_config,
+                                     action_scale=self.config.init_from_scale)
         self.learner_group.set_weights({DEFAULT_MODULE_ID: state})
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
                                            inference_only=True)

@@ -198,15 +198,17 @@ def test_init_from_starts_learner_and_env_runner_from_a_pretrained_pnet(ray_sess
     assert warm["meta"]["env_steps"] == 6 and warm["channels"] == [0, 2]
     net = PNet(len(warm["channels"]), MODEL["width"], MODEL["dilations"])
     net.load_state_dict(warm["state_dict"])
-    algo = tiny_config(init_from=path).build_algo()
+    algo = tiny_config(init_from=path, init_from_scale=0.25).build_algo()
     try:
         obs = torch.randn(1, 3, *SHAPE, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():  # the policy ignores the channel the P-Net did not read (p)
             logits = net(obs[:, warm["channels"]])
             expected = torch.where(logits > 0, int(np.argmax(ACTION_VALUES)), int(np.argmin(ACTION_VALUES)))
-        learner = _per_learner(algo, lambda m: m.policy_logits(obs).argmax(1))[0]
-        runner = algo.env_runner.module.policy_logits(obs).argmax(1)
-        assert torch.equal(learner, expected) and torch.equal(runner, expected)
+            gains = 0.25 * torch.tensor(ACTION_VALUES).view(1, -1, 1, 1, 1) / max(ACTION_VALUES)
+        learner = _per_learner(algo, lambda m: m.policy_logits(obs))[0]
+        runner = algo.env_runner.module.policy_logits(obs)
+        assert torch.equal(learner.argmax(1), expected) and torch.equal(runner.argmax(1), expected)
+        torch.testing.assert_close(learner, gains * logits)  # init_from_scale: a quarter of the gaps
         algo.train()  # and RL goes on from there
     finally:
         algo.stop()

@@ -66,6 +66,14 @@ def test_overrides_change_the_preset_the_small_bench_trains_with(monkeypatch):
         run_cli(monkeypatch, "--override", "training.lr=5e-4")
 
 
+def test_the_small_bench_takes_lr_and_entropy_schedules_and_states_them(monkeypatch):
+    config = run_cli(monkeypatch, "--small", "--override", "training.lr=[[0, 2e-3], [1600, 2e-4]]",
+                     "--override", "training.entropy_coeff=[[0, 0.01], [1600, 0.0]]")
+    settings = config.settings
+    assert settings.rl_lr == [[0, 2e-3], [1600, 2e-4]]
+    assert settings.entropy_coeff == [[0, 0.01], [1600, 0.0]]
+    assert "RL policy 0.002 -> 0.0002 over 1,600 RL env steps" in config.describe()["settings"]
+
 @pytest.mark.parametrize("argv", [["--repeats", "0"], ["--shape", "16x32"]])
 def test_cli_rejects_bad_values(argv, capsys):
     with pytest.raises(SystemExit):

@@ -23,6 +23,22 @@ def test_class_balance_gives_target_and_background_equal_weight():
     assert torch.isfinite(class_balance_weights(torch.zeros(1, 8), torch.ones(1, 8))).all()
 
 
+def test_partial_class_balance_lies_between_none_and_full():
+    label = torch.tensor([[1.0, 0, 0, 0, 0, 0, 0, 0]])  # 1 target voxel of 8
+    mask = torch.ones_like(label)
+    ratio = [(w[0, 0] / w[0, 1]).item() for w in
+             (class_balance_weights(label, mask, p) for p in (0.0, 0.5, 1.0))]
+    assert ratio == pytest.approx([1.0, 7 ** 0.5, 7.0])  # target / background weight
+    half = class_balance_weights(label, mask, 0.5)
+    torch.testing.assert_close(half.mean(), torch.tensor(1.0))  # the loss keeps its scale
+    masked = class_balance_weights(label, torch.tensor([[1.0, 1, 1, 1, 0, 0, 0, 0]]), 0.5)
+    torch.testing.assert_close(masked[0, :4].mean(), torch.tensor(1.0))  # over masked voxels
+    from mecca_rllib import MECCAConfig
+
+    with pytest.raises(ValueError, match="class_balance_power must be >= 0"):
+        MECCAConfig().training(class_balance_power=-1.0).validate()
+
+
 def test_step_diagnostics_match_hand_counts():
     # two rows: steps 0 and 1 of one episode, four voxels (labels 1, 1, 0, 0)
     label = torch.tensor([[1.0, 1, 0, 0]] * 2)
@@ -122,8 +138,11 @@ def test_step_flips_counts_fixed_broken_and_oscillating_voxels():
     rows = step_flips.flip_table([p], [label])
     assert [r["transition"] for r in rows] == ["1 -> 2", "2 -> 3"]
     assert rows[0]["fixed"] == 25 and rows[0]["broken"] == 25 and rows[0]["near_0.5"] == 100
+    assert rows[0]["broken_fp"] == 0 and rows[1]["broken_fp"] == 100  # voxel 0 lost, voxel 2 gained
     assert rows[1]["fixed"] == 25 and rows[1]["broken"] == 25
     assert rows[1]["back"] == 50  # of voxels 0 and 1 (changed at 1 -> 2), voxel 0 returns
+    # predicted / true foreground after steps 1-3: 1 of 2, 1 of 2, 3 of 2 (over-segmented)
+    np.testing.assert_allclose(step_flips.foreground_ratio([p], [label]), [0.5, 0.5, 1.5])
 
 
 # ---------------------------------------------------------------- side-of-0.5 reward terms

@@ -30,13 +30,13 @@ def _pnet(channels: tuple[int, ...]) -> PNet:
     return net
 
 
-def _warm(make_tiny_module, tmp_path, channels=(0, 1, 2)):
+def _warm(make_tiny_module, tmp_path, channels=(0, 1, 2), scale=1.0):
     net = _pnet(channels)
     path = save_warm_start(tmp_path / "pnet.pt", net.state_dict(), channels=channels,
                            width=TINY_NET["width"], dilations=TINY_NET["dilations"])
     module = make_tiny_module()
     state = warm_start_state(module.state_dict(), load_warm_start(path), width=TINY_NET["width"],
-                             dilations=TINY_NET["dilations"], source=path)
+                             dilations=TINY_NET["dilations"], action_scale=scale, source=path)
     module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
     return net, module.eval()
 
@@ -55,6 +55,20 @@ def test_warm_policy_moves_p_the_way_the_pnet_segments(make_tiny_module, tmp_pat
         moved[:, 1] = torch.rand_like(moved[:, 1])
         with torch.no_grad():
             assert torch.equal(module.policy_logits(moved).argmax(1), actions)
+
+
+def test_a_smaller_action_scale_starts_the_same_policy_less_sure(make_tiny_module, tmp_path):
+    obs = torch.randn(2, 3, 8, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sure = _warm(make_tiny_module, tmp_path)[1].policy_logits(obs)
+        soft = _warm(make_tiny_module, tmp_path, scale=0.5)[1].policy_logits(obs)
+    torch.testing.assert_close(soft, 0.5 * sure)  # the same argmax, half the logit gaps
+    entropy = [torch.distributions.Categorical(logits=x.movedim(1, -1)).entropy().mean() for x in (sure, soft)]
+    assert entropy[1] > entropy[0]
+    from mecca_rllib import MECCAConfig
+
+    with pytest.raises(ValueError, match="init_from_scale must be > 0"):
+        MECCAConfig().training(init_from_scale=0.0).validate()
 
 
 def test_warm_start_keeps_the_confidence_net(make_tiny_module, tmp_path):

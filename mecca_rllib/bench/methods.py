@@ -42,11 +42,11 @@ class TrainSettings:
         schedule: the simulated user's click schedule.
         rl_batch_env_steps: env steps sampled per RLlib training iteration.
         rl_envs: volumes the env runner steps together (``num_envs_per_env_runner``).
-        entropy_coeff: RL entropy bonus.
+        entropy_coeff: RL entropy bonus (a float or a schedule ``[[env_steps, value], ...]``).
         rl_training: further ``MECCAConfig.training`` keywords of the RL methods (e.g.
             ``oracle_coeff``), the same for every RL method.
-        rl_lr: the RL methods' policy learning rate (None: ``lr``); their confidence nets
-            and the warm start keep ``lr``.
+        rl_lr: the RL methods' policy learning rate, a float or a schedule over their RL
+            env steps (None: ``lr``); their confidence nets and the warm start keep ``lr``.
         rl_warm_start: share of an RL method's budget spent pre-training its warm start (a
             supervised P-Net, ``baselines/pretrain.py``) before RL spends the rest; 0: none.
         rl_warm_start_kind: which supervised loop trains it (``baselines.supervised.KINDS``).
@@ -62,12 +62,12 @@ class TrainSettings:
     schedule: ClickSchedule = field(default_factory=ClickSchedule)
     rl_batch_env_steps: int = 40
     rl_envs: int = 1
-    entropy_coeff: float = 0.0
+    entropy_coeff: float | list[list[float]] = 0.0
     rl_training: Mapping[str, Any] = field(default_factory=dict)
     rl_warm_start: float = 0.0
     rl_warm_start_kind: str = WARM_START_KIND
     rl_warm_start_lr: float | None = None
-    rl_lr: float | None = None
+    rl_lr: float | list[list[float]] | None = None
     seed: int = 0
     device: str = "cpu"
 

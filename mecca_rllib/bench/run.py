@@ -21,6 +21,7 @@ from mecca_rllib.bench.datasets import open_bench_data, open_test_data
 from mecca_rllib.bench.methods import TrainSettings, select_methods
 from mecca_rllib.baselines.interaction import ClickSchedule
 from mecca_rllib.baselines.pretrain import WARM_START_KIND
+from mecca_rllib.policies.warm_start import SCALE as WARM_START_SCALE
 from mecca_rllib.bench.protocol import MethodResult, Protocol, evaluate_method
 from mecca_rllib.bench.report import write_report
 
@@ -88,8 +89,9 @@ class BenchConfig:
             "seed": f"training seed {s.seed}, data seed {self.data_seed}",
             "settings": (f"volumes {'x'.join(map(str, self.shape))}, P-Net width {s.width}, "
                          f"dilations {list(s.dilations)}, Adam lr {s.lr:g} (RL policy "
-                         f"{s.rl_lr or s.lr:g}), RL warm start {100 * s.rl_warm_start:.0f} % of "
-                         f"the budget ({s.rl_warm_start_kind}, lr {s.rl_warm_start_lr or s.lr:g}), RLlib batch "
+                         f"{_describe_rate(s.rl_lr or s.lr)}), RL warm start {100 * s.rl_warm_start:.0f} % of "
+                         f"the budget ({s.rl_warm_start_kind}, lr {s.rl_warm_start_lr or s.lr:g}, logit scale "
+                         f"{s.rl_training.get('init_from_scale', WARM_START_SCALE):g}), RLlib batch "
                          f"{s.rl_batch_env_steps} env steps ({s.rl_envs} volumes per env step), "
                          f"RL options {dict(s.rl_training) or 'none'}, seed {s.seed}"),
         }
@@ -100,6 +102,21 @@ FULL = BenchConfig(title="MECCA benchmark (full)")
 
 #: The committed CPU run's budget per method (env steps); the demo's warm start is a share of it.
 SMALL_ENV_STEPS = 2000
+
+
+def _rate(value: Any) -> float | list[list[float]]:
+    """A learning rate or coefficient of the preset: a float, or a schedule
+    ``[[env_steps, value], ...]`` (RLlib's piecewise-linear ``Scheduler``)."""
+    if isinstance(value, (list, tuple)):
+        return [[int(t), float(v)] for t, v in value]
+    return float(value)
+
+
+def _describe_rate(value: float | list[list[float]]) -> str:
+    """``0.002`` or ``0.002 -> 0.0002 over 1,600 RL env steps`` for the report."""
+    if isinstance(value, list):
+        return " -> ".join(f"{v:g}" for _, v in value) + f" over {value[-1][0]:,} RL env steps"
+    return f"{value:g}"
 
 
 def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
@@ -116,12 +133,12 @@ def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
     return TrainSettings(
         width=int(model["width"]), dilations=tuple(model["dilations"]),
         conf_dilations=tuple(model["conf_dilations"]), lr=float(training.pop("confidence_lr")),
-        rl_lr=float(training.pop("lr")), rl_warm_start=warm_steps / float(SMALL_ENV_STEPS),
+        rl_lr=_rate(training.pop("lr")), rl_warm_start=warm_steps / float(SMALL_ENV_STEPS),
         rl_warm_start_kind=str(warm.get("kind", WARM_START_KIND)),
         rl_warm_start_lr=float(warm["lr"]) if "lr" in warm else None,
         rl_batch_env_steps=int(training.pop("train_batch_size_per_learner")),
         rl_envs=int(demo["env_runners"].get("num_envs_per_env_runner", 1)),
-        entropy_coeff=float(training.pop("entropy_coeff")),
+        entropy_coeff=_rate(training.pop("entropy_coeff")),
         rl_training=training,
         schedule=ClickSchedule(hint_kernel=int(demo["env_config"]["hint_kernel"])),
     )  # fmt: skip

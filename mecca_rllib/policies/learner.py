@@ -50,13 +50,20 @@ ORACLE_UP, ORACLE_DOWN = 5, 0  # indices of +0.4 and -0.4 in ACTION_VALUES
 EPISODES_TRAINED_LIFETIME = "mecca_episodes_trained_lifetime"
 
 
-def class_balance_weights(label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def class_balance_weights(label: torch.Tensor, mask: torch.Tensor, power: float = 1.0) -> torch.Tensor:
     """Per-voxel weights ``(B, N)`` that give a row's target and background voxels equal
     total weight (mean weight 1 over the row's masked voxels): ``0.5 / f`` on target voxels,
-    ``0.5 / (1 - f)`` elsewhere, f the row's masked target share clamped to [0.01, 0.99]."""
+    ``0.5 / (1 - f)`` elsewhere, f the row's masked target share clamped to [0.01, 0.99].
+
+    ``power`` < 1 balances part of the way: both weights are raised to ``power`` and the
+    row rescaled to mean weight 1 again (0: unweighted)."""
     y = (label > 0.5).float()
     share = (masked_mean_rows(y, mask)).clamp(0.01, 0.99).unsqueeze(1)
-    return torch.where(y > 0, 0.5 / share, 0.5 / (1.0 - share))
+    weights = torch.where(y > 0, 0.5 / share, 0.5 / (1.0 - share))
+    if power == 1.0:
+        return weights
+    weights = weights**power
+    return weights / masked_mean_rows(weights, mask).clamp_min(1e-12).unsqueeze(1)
 
 
 def direction_logp(logits: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -191,7 +198,8 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
         # background's gradient dominates the shared biases ("all background" collapse).
         weights = torch.ones_like(mask)
         if getattr(config, "class_balanced", False) and REWARD_LABELS in batch:
-            weights = class_balance_weights(batch[REWARD_LABELS].reshape(b, -1), mask)
+            weights = class_balance_weights(batch[REWARD_LABELS].reshape(b, -1), mask,
+                                            float(getattr(config, "class_balance_power", 1.0)))
 
         policy_loss = masked_mean(-logp * advantages * weights, mask)  # MECCA.md §3, Eqs. 3-5
         vf_loss = masked_mean((values - value_targets) ** 2, mask)
