@@ -75,7 +75,8 @@ def train_and_evaluate(args: argparse.Namespace, fraction: float, simulated: boo
         if config["training"].get("init_from"):
             path = config["training"]["init_from"]
             policy = learner.module["default_policy"]
-            policy.set_state(warm_start_from_file(policy.get_state(), path, algo_config.model_config))
+            policy.set_state(warm_start_from_file(policy.get_state(), path, algo_config.model_config,
+                                                  action_scale=algo_config.init_from_scale))
             runner.module.set_state(policy.get_state(inference_only=True))
     schedule = algo_config.delta_schedule()
     trained, start = 0, time.perf_counter()

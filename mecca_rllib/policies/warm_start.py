@@ -135,7 +135,7 @@ def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *
 
 def warm_start_from_file(module_state: Mapping[str, Any], path: str | os.PathLike,
                          model_config: Mapping[str, Any] | None = None, *,
-                         action_scale: float = 1.0) -> dict[str, np.ndarray]:
+                         action_scale: float = SCALE) -> dict[str, np.ndarray]:
     """:func:`warm_start_state` of the warm-start file ``path`` for a module built with
     ``model_config`` (merged over the module defaults: its width and dilations)."""
     from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
