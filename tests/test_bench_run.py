@@ -43,7 +43,7 @@ def test_cli_options_reach_the_benchmark(monkeypatch, tmp_path):
     assert config.budget == Budget("env_steps", 5000) and config.shape == (12, 24, 24)
     assert config.protocol == FULL.protocol and config.dataset == "phantoms"
     config = run_cli(monkeypatch, "--small", "--repeats", "3")
-    assert config.budget == Budget("env_steps", 2000) and config.shape == SMALL.shape
+    assert config.budget == Budget("env_steps", 4000) and config.shape == SMALL.shape
     assert config.settings.lr == SMALL.settings.lr and config.protocol.repeats == 3
     assert config.protocol.schedule == SMALL.protocol.schedule  # the small hint kernel is kept
     with pytest.raises(ValueError, match="--quick and --small"):
@@ -56,7 +56,7 @@ def test_overrides_change_the_preset_the_small_bench_trains_with(monkeypatch):
                      "--override", "warm_start.kind=intercnn", "--override", "warm_start.lr=1e-3")
     settings = config.settings
     assert settings.rl_lr == 5e-4 and settings.rl_training["oracle_dice"] == 0
-    assert settings.rl_warm_start == 0.25 and settings.rl_warm_start_kind == "intercnn"  # 500 of 2,000
+    assert settings.rl_warm_start == 0.25 and settings.rl_warm_start_kind == "intercnn"  # 500 of the demo's 2,000 RL steps
     assert settings.rl_warm_start_lr == 1e-3 and SMALL.settings.rl_warm_start_lr == 3e-3
     assert settings.seed == 3 and settings.lr == SMALL.settings.lr  # the rest stays
     assert SMALL.settings.rl_lr != 5e-4  # the preset itself is not changed
