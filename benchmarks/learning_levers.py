@@ -3,10 +3,10 @@ print the argmax Dice per interaction step on held-out phantoms and what the pol
 
 One run per call, so that each lever is measured with the same command and budget:
 
-    .venv/bin/python benchmarks/learning_levers.py --env-steps 2400                       # the demo preset
-    .venv/bin/python benchmarks/learning_levers.py --env-steps 2400 \\
+    .venv/bin/python benchmarks/learning_levers.py --env-steps 4800                       # the demo preset
+    .venv/bin/python benchmarks/learning_levers.py --env-steps 4800 \\
         --override 'training.oracle_coeff=[[0, 1.0], [1200, 0.0]]'                        # oracle warm start
-    .venv/bin/python benchmarks/learning_levers.py --env-steps 2400 \\
+    .venv/bin/python benchmarks/learning_levers.py --env-steps 4800 \\
         --override env_runners.num_envs_per_env_runner=1 --override training.train_batch_size_per_learner=5
 
 Evaluation: ``mecca train``'s held-out protocol (``split="test"``, 16 phantoms, deterministic
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help="train preset or config file")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--env-steps", type=int, default=2400, help="training budget in env steps")
+    parser.add_argument("--env-steps", type=int, default=4800, help="training budget in env steps (the demo preset: 4,800)")
     parser.add_argument("--episodes", type=int, default=16, help="held-out evaluation episodes")
     parser.add_argument("--eval-seed", type=int, default=20_000,
                         help="seed of the held-out phantoms and clicks: 20000 validation (default), "

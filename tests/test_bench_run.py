@@ -52,11 +52,11 @@ def test_cli_options_reach_the_benchmark(monkeypatch, tmp_path):
 
 def test_overrides_change_the_preset_the_small_bench_trains_with(monkeypatch):
     config = run_cli(monkeypatch, "--small", "--seed", "3", "--override", "training.lr=5e-4",
-                     "--override", "training.oracle_dice=0", "--override", "warm_start.env_steps=500",
+                     "--override", "training.oracle_dice=0", "--override", "warm_start.env_steps=1000",
                      "--override", "warm_start.kind=intercnn", "--override", "warm_start.lr=1e-3")
     settings = config.settings
     assert settings.rl_lr == 5e-4 and settings.rl_training["oracle_dice"] == 0
-    assert settings.rl_warm_start == 0.25 and settings.rl_warm_start_kind == "intercnn"  # 500 of the demo's 2,000 RL steps
+    assert settings.rl_warm_start == 0.25 and settings.rl_warm_start_kind == "intercnn"  # 1,000 of the demo's 4,000 RL steps
     assert settings.rl_warm_start_lr == 1e-3 and SMALL.settings.rl_warm_start_lr == 3e-3
     assert settings.seed == 3 and settings.lr == SMALL.settings.lr  # the rest stays
     assert SMALL.settings.rl_lr != 5e-4  # the preset itself is not changed

@@ -6,8 +6,10 @@ import torch
 from ray.rllib.core.columns import Columns
 
 from mecca_rllib.envs import ACTION_VALUES
+from mecca_rllib.inference import InferenceNet
 from mecca_rllib.policies.distribution import VoxelCategorical
 from mecca_rllib.policies.learner import masked_mean, symmetric_confidence_loss
+from mecca_rllib.policies.networks import with_keep_side
 from mecca_rllib.policies.rl_module import CONF_LOGITS, CONF_LOGITS_FLIPPED, MECCATorchRLModule
 
 SHAPE = (4, 6, 5)
@@ -82,6 +84,32 @@ def test_module_output_shapes_and_value_range():
     assert c.shape == (2, *SHAPE) and ((c > 0) & (c < 1)).all()
     # fully convolutional: the same weights serve another volume shape
     assert m.policy_logits(obs_batch(1, (5, 3, 7))).shape == (1, 6, 5, 3, 7)
+
+
+def test_keep_side_prior_adds_the_voxel_log_odds_along_the_step_direction():
+    # Equal network logits: the prior alone decides. p = 0.5 adds nothing, p = 0.9 favours
+    # the +0.4 step by logit(0.9) = 2.197, p = 0 favours -0.4 by logit(0.05) (clamped).
+    logits = torch.zeros(1, 6, 1, 1, 3)
+    p = torch.tensor([0.5, 0.9, 0.0]).view(1, 1, 1, 3)
+    out = with_keep_side(logits, p, 1.0)[0, :, 0, 0]
+    torch.testing.assert_close(out[:, 0], torch.zeros(6))
+    torch.testing.assert_close(out[:, 1], torch.tensor(ACTION_VALUES / 0.4) * np.log(9.0))
+    torch.testing.assert_close(out[:, 2], -torch.tensor(ACTION_VALUES / 0.4) * np.log(19.0))
+    assert with_keep_side(logits, p, 0.0) is logits
+
+
+def test_module_keep_side_option_changes_every_policy_path_alike():
+    plain, prior = make_module(), make_module(keep_side=2.0)  # the same seed: the same weights
+    obs = obs_batch()
+    expected = with_keep_side(plain.policy_logits(obs), obs[:, 1], 2.0)
+    torch.testing.assert_close(prior.policy_logits(obs), expected)
+    trained = prior.forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+    torch.testing.assert_close(trained, expected)
+    greedy = prior.forward_inference({Columns.OBS: obs})[Columns.ACTIONS]
+    torch.testing.assert_close(greedy.long(), expected.argmax(1))
+    net = InferenceNet.from_module(prior)  # what sessions and exports run
+    assert net.model_config["keep_side"] == 2.0
+    torch.testing.assert_close(net.policy_logits(obs), expected)
 
 
 def test_module_exploration_returns_uint8_actions_only():

@@ -52,6 +52,7 @@ class TrainSettings:
         rl_warm_start_kind: which supervised loop trains it (``baselines.supervised.KINDS``).
         rl_warm_start_lr: its learning rate (None: ``lr``).
         seed: seeds all training.
+        keep_side: the RL methods' keep-side prior (``model_config["keep_side"]``; 0: off).
         device: ``"cpu"`` or ``"cuda"`` for the networks being trained (RL: the learner).
     """
 
@@ -70,11 +71,12 @@ class TrainSettings:
     rl_lr: float | list[list[float]] | None = None
     seed: int = 0
     device: str = "cpu"
+    keep_side: float = 0.0
 
     def model_config(self) -> dict[str, Any]:
         """The MECCA RLModule's ``model_config`` at these settings."""
         return {"width": self.width, "dilations": list(self.dilations),
-                "conf_dilations": list(self.conf_dilations)}
+                "conf_dilations": list(self.conf_dilations), "keep_side": self.keep_side}
 
     def supervised(self) -> SupervisedSettings:
         """The same settings for the supervised loops."""

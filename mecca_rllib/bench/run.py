@@ -88,7 +88,8 @@ class BenchConfig:
                          f"(root seed {p.seed})"),
             "seed": f"training seed {s.seed}, data seed {self.data_seed}",
             "settings": (f"volumes {'x'.join(map(str, self.shape))}, P-Net width {s.width}, "
-                         f"dilations {list(s.dilations)}, Adam lr {s.lr:g} (RL policy "
+                         f"dilations {list(s.dilations)}{f', keep-side prior {s.keep_side:g}' if s.keep_side else ''}, "
+                         f"Adam lr {s.lr:g} (RL policy "
                          f"{_describe_rate(s.rl_lr or s.lr)}), RL warm start {100 * s.rl_warm_start:.0f} % of "
                          f"the budget ({s.rl_warm_start_kind}, lr {s.rl_warm_start_lr or s.lr:g}, logit scale "
                          f"{s.rl_training.get('init_from_scale', WARM_START_SCALE):g}), RLlib batch "
@@ -132,13 +133,14 @@ def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
     warm = demo.get("warm_start") or {}
     warm_steps = int(warm.get("env_steps", 0))
     # The warm start's share of a bench budget: the warm-start steps over the demo preset's RL
-    # steps (400 of 100 iterations x 20 = 0.2), so a larger budget scales both alike.
+    # steps (800 of 200 iterations x 20 = 0.2), so a larger budget scales both alike.
     preset = PRESETS["demo"]
     rl_steps = int(preset["stop"]["training_iteration"]) * int(preset["training"]["train_batch_size_per_learner"])
     model = demo["model_config"]
     return TrainSettings(
         width=int(model["width"]), dilations=tuple(model["dilations"]),
-        conf_dilations=tuple(model["conf_dilations"]), lr=float(training.pop("confidence_lr")),
+        conf_dilations=tuple(model["conf_dilations"]), keep_side=float(model.get("keep_side", 0.0)),
+        lr=float(training.pop("confidence_lr")),
         rl_lr=_rate(training.pop("lr")), rl_warm_start=warm_steps / float(rl_steps),
         rl_warm_start_kind=str(warm.get("kind", WARM_START_KIND)),
         rl_warm_start_lr=float(warm["lr"]) if "lr" in warm else None,

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mecca_rllib.policies.networks import NUM_ACTIONS, ConfidenceNet, Head, dilated_stack
+from mecca_rllib.policies.networks import NUM_ACTIONS, ConfidenceNet, Head, dilated_stack, with_keep_side
 
 __all__ = ["INFERENCE_PARTS", "InferenceNet", "inference_state"]
 
@@ -38,7 +38,9 @@ class InferenceNet(nn.Module):
     for a session: ``policy_logits``, ``confidence``, ``model_config``, ``hint_channels``.
 
     ``model_config`` needs ``width``, ``dilations`` (5), ``conf_dilations`` (6),
-    ``hint_channels`` and ``shape``; ``dropout`` (0) and ``channels_last`` (True) are optional.
+    ``hint_channels`` and ``shape``; ``dropout`` (0), ``channels_last`` (True) and
+    ``keep_side`` (0, the keep-side prior, :func:`~mecca_rllib.policies.networks.with_keep_side`)
+    are optional.
     """
 
     def __init__(self, model_config: dict[str, Any]) -> None:
@@ -54,6 +56,7 @@ class InferenceNet(nn.Module):
         if len(dilations) != 5:
             raise ValueError(f"model_config['dilations'] must have 5 values, got {dilations}")
         dropout = float(cfg.get("dropout") or 0.0)
+        self.keep_side = float(cfg.get("keep_side") or 0.0)
         in_channels = 2 + self.hint_channels
         self.model_config = cfg
         self.trunk = dilated_stack(in_channels, width, dilations[:3], dropout)
@@ -76,7 +79,7 @@ class InferenceNet(nn.Module):
 
     def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Per-voxel action logits: ``(B, 2 + C, D, H, W) -> (B, 6, D, H, W)``."""
-        return self.policy_head(self.trunk(self._in(obs)))
+        return with_keep_side(self.policy_head(self.trunk(self._in(obs))), obs[:, 1], self.keep_side)
 
     def confidence_logits(self, obs: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
         """Logits of C(s, a): ``(B, 2 + C, D, H, W)``, ``(B, D, H, W)`` -> ``(B, D, H, W)``."""

@@ -10,7 +10,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mecca_rllib.envs.spaces import ACTION_VALUES
+
 NUM_ACTIONS = 6  # |A| = |{-0.4, -0.2, -0.1, +0.1, +0.2, +0.4}|, MECCA.md §1
+#: p is clamped to [KEEP_SIDE_CLAMP, 1 - KEEP_SIDE_CLAMP] before its log-odds (logit(0) is -inf).
+KEEP_SIDE_CLAMP = 0.05
 
 
 def dilated_block(in_channels: int, width: int, dilation: int, dropout: float = 0.0) -> nn.Sequential:
@@ -52,6 +56,23 @@ def xavier_init(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight, gain=relu_gain if m.kernel_size[0] > 1 else 1.0)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def with_keep_side(logits: torch.Tensor, p: torch.Tensor, strength: float) -> torch.Tensor:
+    """Action logits ``(B, 6, D, H, W)`` plus the keep-side prior ``strength * (a / 0.4) *
+    logit(p)``, p ``(B, D, H, W)`` clamped to [0.05, 0.95] (README "Eighth round").
+
+    A project option, not in MECCA.md: with it the policy's logits are an update of the
+    voxel's current log-odds (a warm-started head's ``(a / 0.4) z`` becomes ``(a / 0.4)
+    (z + strength logit(p))``), so a voxel the network is unsure of (z near 0) keeps moving to
+    the side of 0.5 it is on instead of hopping across 0.5 every other step. 0: the plain
+    policy (the same tensor back)."""
+    if not strength:
+        return logits
+    units = torch.as_tensor(ACTION_VALUES / ACTION_VALUES.max(), dtype=logits.dtype, device=logits.device)
+    units = units.view(1, -1, 1, 1, 1)
+    log_odds = torch.logit(p.clamp(KEEP_SIDE_CLAMP, 1.0 - KEEP_SIDE_CLAMP)).to(logits.dtype)
+    return logits + strength * units * log_odds.unsqueeze(1)
 
 
 class Head(nn.Module):

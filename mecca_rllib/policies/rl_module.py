@@ -17,6 +17,7 @@ from mecca_rllib.policies.networks import (
     ConfidenceNet,
     Head,
     dilated_stack,
+    with_keep_side,
     xavier_init,
 )
 
@@ -33,6 +34,9 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "sample_in_module": True,
     "hint_kernel": None,  # the env's hint kernel in training (None: unrecorded, 8 assumed)
     "hint_channels": 1,  # the env's hint channels: 1 (paper) or 2 (foreground, background)
+    # Keep-side prior (networks.with_keep_side; README "Eighth round"): the action logits
+    # get ``keep_side * (a / 0.4) * logit(p)``. 0: off (MECCA.md §2's plain policy head).
+    "keep_side": 0.0,
     # Kernels (benchmarks/training_throughput.py, README "Training throughput"):
     # channels-last 3D convolutions, and optional bf16 autocast (fp32 weights) of the
     # action forward (env runners) and of the train forward (learners), CPU only.
@@ -91,6 +95,7 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         self.memory_format = torch.channels_last_3d if cfg["channels_last"] else torch.contiguous_format
         self.act_bf16 = bool(cfg["act_bf16"])
         self.train_bf16 = bool(cfg["train_bf16"])
+        self.keep_side = float(cfg["keep_side"])
         self.to(memory_format=self.memory_format)
 
     def resolved_model_config(self) -> dict[str, Any]:
@@ -109,7 +114,14 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
         """Per-voxel action logits: ``(B, 3, D, H, W) -> (B, 6, D, H, W)``."""
-        return self.policy_head(self.trunk(self._in(obs)))
+        return self.logits_of(self.trunk(self._in(obs)), obs)
+
+    def logits_of(self, features: torch.Tensor, obs: torch.Tensor, head: torch.nn.Module | None = None) -> torch.Tensor:
+        """Action logits ``(B, 6, D, H, W)`` from trunk features and the observation whose p
+        channel the keep-side prior reads (``model_config["keep_side"]``); ``head``: the
+        policy head (default ``self.policy_head``; APPO passes its target copy)."""
+        logits = (self.policy_head if head is None else head)(features)
+        return with_keep_side(logits, obs[:, 1], self.keep_side)
 
     def values(self, obs: torch.Tensor) -> torch.Tensor:
         """Per-voxel state values V_i: ``(B, 3, D, H, W) -> (B, D, H, W)``."""
@@ -156,7 +168,7 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             features = self.trunk(obs)
             out = {
-                Columns.ACTION_DIST_INPUTS: self.policy_head(features),
+                Columns.ACTION_DIST_INPUTS: self.logits_of(features, obs),
                 Columns.VF_PREDS: self.value_head(features).squeeze(1),
             }
             if Columns.ACTIONS in batch:

@@ -23,7 +23,8 @@ class MECCATargetRLModule(MECCATorchRLModule, TargetNetworkAPI):
 
     def forward_target(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Target-policy logits ``(B, 6, D, H, W)``."""
-        logits = self._target_policy_head(self._target_trunk(batch[Columns.OBS]))
+        obs = batch[Columns.OBS]
+        logits = self.logits_of(self._target_trunk(obs), obs, head=self._target_policy_head)
         return {TARGET_NETWORK_ACTION_DIST_INPUTS: logits}
 
     def get_non_inference_attributes(self) -> list[str]:
