@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # and the Dice term did). Warm start: 20 % of the RL env steps of a supervised
         # DeepIGeoS-like P-Net (image + hints)
         # first, then RL fine-tunes (README "Sixth round": the InterCNN-like warm start,
-        # which also reads p, collapsed one atlas seed; 800 steps left RL too few). The oracle term rewards the
+        # which also reads p, collapsed one atlas seed; 800 of a 2,000-step budget left RL too few). The oracle term rewards the
         # direction toward the label (not the +-0.4 step) and is not class-balanced: Dice
         # then rises at every step (chosen on validation phantoms, README). A soft Dice
         # term (3.0) on the policy's next-step foreground probability raises every step
@@ -51,8 +51,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         # validation splits, neutral on the demo's (README "Fifth round"). No class balance
         # of the policy gradient since the eighth round: at 4,000 env steps its absence is
         # level at step 5 on the bench's validation splits (atlas, four seeds: -0.23) and
-        # turns the flat, late-falling Dice per step into a rise at every step (the balance
-        # drove the late over-segmentation, README "Eighth round").
+        # there turns the flat, late-falling Dice per step into a rise at every step (the
+        # balance drove the late over-segmentation); the test bench did not confirm the
+        # shape (README "Eighth round").
         "training": {"lr": 2e-3, "confidence_lr": 3e-3, "entropy_coeff": 0.01,
                      "train_batch_size_per_learner": 20, "minibatch_size": 5,
                      "shuffle_batch_per_epoch": False, "class_balanced": False, "oracle_coeff": 0.5,
