@@ -13,7 +13,10 @@ per step transition t -> t+1 it prints, as % of all voxels:
   (a period-2 oscillation: no action leaves p where it is, MECCA.md §1).
 
 It also prints the predicted foreground volume over the true one per step (> 1: over-
-segmentation). ``--bench DATASET`` trains MECCA as ``mecca bench --small --validation``
+segmentation) and, per step, the share of voxels at each tenth of p around the threshold
+(0.3-0.7) and at odd tenths: p starts at 0.5 and a +-0.1 step changes a tenth's parity, so a
+voxel that hedges with +-0.1 can sit at 0.5 (background) only after even steps and at 0.6
+(foreground) only after odd ones. ``--bench DATASET`` trains MECCA as ``mecca bench --small --validation``
 does (same settings, budget, ``--seed`` and ``--override``) and plays the bench's protocol
 on the validation cases instead of loading a module:
 
@@ -65,6 +68,13 @@ def foreground_ratio(probabilities: list[np.ndarray], labels: list[np.ndarray]) 
     """``(T,)`` mean over episodes of predicted foreground voxels / true ones after each step."""
     return np.mean([(p[1:] > 0.5).reshape(len(p) - 1, -1).sum(1) / max(int(label.sum()), 1)
                     for p, label in zip(probabilities, labels)], axis=0)
+
+
+def tenth_shares(probabilities: list[np.ndarray]) -> np.ndarray:
+    """``(T, 11)`` mean over episodes of the % of voxels at p = 0.0, 0.1, ..., 1.0 after
+    each step (p moves on its grid of tenths, MECCA.md §1)."""
+    return np.mean([[100 * np.bincount(np.rint(step * 10).astype(np.int64).ravel(), minlength=11)[:11] / step.size
+                     for step in p[1:]] for p in probabilities], axis=0)
 
 
 def bench_traces(dataset: str, seed: int, overrides: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -139,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mean Dice per step (0 = after reset): {' '.join(f'{d:.3f}' for d in dice)}")
     ratio = foreground_ratio(probabilities, labels)
     print(f"predicted / true foreground per step: {' '.join(f'{r:.3f}' for r in ratio)}")
+    shares = tenth_shares(probabilities)
+    print(f"{'step':>4} " + " ".join(f"{'p=0.' + str(k) + ' %':>9}" for k in range(3, 8)) + f" {'odd tenths %':>13}")
+    for t, row in enumerate(shares, start=1):
+        print(f"{t:>4} " + " ".join(f"{row[k]:>9.2f}" for k in range(3, 8)) + f" {row[1::2].sum():>13.2f}")
     print(f"{'transition':>10} {'fixed %':>8} {'broken %':>9} {'broken near 0.5 %':>18} "
           f"{'broken FP %':>12} {'back %':>7}")
     for row in flip_table(probabilities, labels):

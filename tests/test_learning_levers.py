@@ -119,15 +119,20 @@ def test_oracle_schedule_class_balance_and_step_metrics_reach_the_results(caplog
     assert bool(warned) == any(collapsed)
 
 
-def test_step_flips_counts_fixed_broken_and_oscillating_voxels():
-    """benchmarks/step_flips.py: a voxel that leaves its side and comes back is counted."""
+def _benchmark_module(name: str):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "step_flips.py"
-    spec = importlib.util.spec_from_file_location("step_flips", path)
-    step_flips = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step_flips)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_step_flips_counts_fixed_broken_and_oscillating_voxels():
+    """benchmarks/step_flips.py: a voxel that leaves its side and comes back is counted."""
+    step_flips = _benchmark_module("step_flips")
 
     label = np.array([[[1, 1, 0, 0]]], np.uint8)  # (1, 1, 4)
     p = np.array([[0.5, 0.5, 0.5, 0.5],   # reset
@@ -143,6 +148,11 @@ def test_step_flips_counts_fixed_broken_and_oscillating_voxels():
     assert rows[1]["back"] == 50  # of voxels 0 and 1 (changed at 1 -> 2), voxel 0 returns
     # predicted / true foreground after steps 1-3: 1 of 2, 1 of 2, 3 of 2 (over-segmented)
     np.testing.assert_allclose(step_flips.foreground_ratio([p], [label]), [0.5, 0.5, 1.5])
+    # % of voxels per tenth after steps 1-3: step 2 has two at 0.5 (background) and one at 0.6
+    shares = step_flips.tenth_shares([p])
+    assert shares.shape == (3, 11)
+    np.testing.assert_allclose(shares[:, 4:7], [[25, 50, 25], [0, 75, 25], [0, 25, 75]])
+    np.testing.assert_allclose(shares[:, 1::2].sum(1), [50, 75, 25])  # odd tenths: 0.5
 
 
 # ---------------------------------------------------------------- side-of-0.5 reward terms
@@ -287,3 +297,21 @@ def test_soft_dice_loss_is_zero_for_the_label_and_skips_rows_without_voxels():
     assert soft_dice_loss(half, label, mask, eps=0.0).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="oracle_dice must be >= 0"):
         MECCAConfig().training(oracle_dice=-0.1).validate()
+
+
+def test_confidence_check_scores_the_judge_against_the_policy_and_vetoes():
+    """benchmarks/confidence_check.py: C's accuracy as a judge of the chosen direction, the
+    policy's own direction accuracy, and the veto that flips the distrusted actions."""
+    check = _benchmark_module("confidence_check")
+    label = np.array([1, 1, 0, 0])
+    values = np.array([0.1, -0.2, -0.4, 0.1])           # toward, away, toward, away
+    confidence = np.array([0.9, 0.8, 0.7, 0.2])         # judged good, good, good, bad
+    conf_acc, policy_acc = check.direction_agreement(values, label, confidence)
+    assert policy_acc == 0.5 and conf_acc == 0.75       # wrong only on voxel 1
+    where = np.array([False, True, False, True])
+    assert check.direction_agreement(values, label, confidence, where) == (0.5, 0.0)
+    assert all(np.isnan(check.direction_agreement(values, label, confidence, np.zeros(4, bool))))
+    actions = torch.tensor([0, 1, 2, 3, 4, 5])
+    flipped = check.veto(actions, torch.tensor([0.1, 0.9, 0.4, 0.6, 0.0, 1.0]))
+    assert flipped.tolist() == [5, 1, 3, 3, 1, 5]
+    np.testing.assert_allclose(ACTION_VALUES[flipped.numpy()][[0, 2, 4]], -ACTION_VALUES[[0, 2, 4]])

@@ -1,0 +1,158 @@
+"""Does MECCA's confidence net know more than its policy? And what three ways of acting give.
+
+Trains an RL method as ``mecca bench --small --validation`` does (same settings, budget,
+``--seed`` and ``--override``; or ``--load`` a state dict saved by an earlier ``--save``),
+then plays the bench's protocol on the dataset's *validation* cases and prints, per step:
+
+- ``conf acc``: how often ``C(s, a) > 0.5`` matches whether the chosen action moves p toward
+  the label (Eq. 7's target, MECCA.md §3), against ``policy acc``: how often the chosen
+  action does move toward it. Equal rows mean the confidence says nothing the policy does
+  not already act on, so the self-adaptive reward (Eq. 8) has nothing to add;
+- the same two on the voxels that sat at p = 0.5 or 0.6 before the step, where one +-0.1
+  move changes the voxel's side (undecided; at step 1 every voxel, all start at 0.5);
+- mean Dice (%) with argmax actions (the bench's), sampled actions (MECCA.md §1: "every
+  voxel-agent samples an action") and a confidence veto (the action's direction flipped
+  where ``C(s, a) < 0.5``).
+
+``--weighting scaled --scale K`` trains IteR-MRL with its gains times K (a weighting
+registered here with ``register_weighting``): MECCA's gated reward is IteR-MRL's times
+``w(0.5)`` where the confidence has no skill, so this separates the reward's scale from its
+shape.
+
+    .venv/bin/python benchmarks/confidence_check.py --dataset atlas --seed 0 --save /tmp/m0.pt
+    .venv/bin/python benchmarks/confidence_check.py --dataset atlas --seed 0 --load /tmp/m0.pt
+    .venv/bin/python benchmarks/confidence_check.py --weighting scaled --scale 0.4 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+#: Voxels whose p before the step is one of these tenths count as undecided: one +-0.1 move
+#: takes them across the threshold (foreground is p > 0.5, MECCA.md §1).
+UNDECIDED_TENTHS = (5, 6)
+
+
+def direction_agreement(values: np.ndarray, label: np.ndarray, confidence: np.ndarray,
+                        where: np.ndarray | None = None) -> tuple[float, float]:
+    """(confidence accuracy, policy direction accuracy) over the voxels in ``where`` (all by
+    default): ``values`` the chosen actions' increments, ``label`` 0/1 and ``confidence``
+    C(s, a) in (0, 1), all ``(D, H, W)``. NaN where no voxel counts."""
+    toward = np.where(values > 0, label > 0, label == 0)  # Eq. 7's target
+    keep = np.ones(values.shape, bool) if where is None else where
+    if not keep.any():
+        return float("nan"), float("nan")
+    return float(((confidence > 0.5) == toward)[keep].mean()), float(toward[keep].mean())
+
+
+def veto(actions: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+    """Action indices with the direction flipped where ``confidence < 0.5`` (same size:
+    index k -> 5 - k, since the action set is symmetric, MECCA.md §1)."""
+    return torch.where(confidence < 0.5, 5 - actions, actions)
+
+
+def _scaled(inputs, scale: float = 0.4) -> torch.Tensor:
+    """IteR-MRL's reward times ``scale``: r = scale * gain."""
+    return inputs.gain * scale
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="atlas", help="bench dataset (phantoms, atlas or a folder)")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--weighting", default="confidence",
+                   help="reward weighting: confidence (MECCA), none (IteR-MRL) or scaled")
+    p.add_argument("--scale", type=float, default=0.4, help="--weighting scaled: the gains' factor")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="changes to the preset (as mecca bench --override)")
+    p.add_argument("--load", default=None, help="a state dict saved by --save (skip training)")
+    p.add_argument("--save", default=None, help="save the trained module's state dict here")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from mecca_rllib.baselines import Interaction
+    from mecca_rllib.bench.commands import _overridden_settings
+    from mecca_rllib.bench.datasets import open_bench_data
+    from mecca_rllib.bench.methods import train_rl
+    from mecca_rllib.bench.run import SMALL
+    from mecca_rllib.envs.rollout import (StepOutput, action_values, choose_actions, play_episode,
+                                          probability, step_tenths)
+    from mecca_rllib.metrics import dice as dice_score
+    from mecca_rllib.policies.checkpoints import build_module
+    from mecca_rllib.policies.reward_shaping import register_weighting
+
+    settings = _overridden_settings(args.override, preset_sized=True) if args.override else SMALL.settings
+    settings = dataclasses.replace(settings, seed=args.seed, device="cpu")
+    data = open_bench_data(args.dataset, SMALL.shape, validation=True)
+    if args.load:
+        module = build_module(settings.model_config(), tuple(data.train.shape))
+        module.load_state_dict(torch.load(args.load, weights_only=True))
+    else:
+        import functools
+
+        import ray
+
+        if args.weighting == "scaled":
+            register_weighting("scaled", functools.partial(_scaled, scale=args.scale), overwrite=True)
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        start = time.perf_counter()
+        try:
+            module = train_rl(args.weighting, data.train, SMALL.budget, settings).segmenter.module
+        finally:
+            ray.shutdown()
+        print(f"trained {args.weighting} in {time.perf_counter() - start:.0f} s", flush=True)
+        if args.save:
+            torch.save(module.state_dict(), args.save)
+    module.eval()
+
+    agreement: list[list[tuple[float, float, float, float]]] = []
+    dice: dict[str, list[list[float]]] = {"argmax": [], "sampled": [], "veto": []}
+    for mode in dice:
+        generator = torch.Generator().manual_seed(args.seed)
+
+        @torch.no_grad()
+        def step(obs: np.ndarray, with_confidence: bool = False, *, label: np.ndarray) -> StepOutput:
+            x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))[None]
+            actions = choose_actions(module.policy_logits(x), explore=mode == "sampled", generator=generator)
+            confidence = module.confidence(x, action_values(actions))
+            if mode == "argmax":
+                values, c = action_values(actions)[0].numpy(), confidence[0].numpy()
+                undecided = np.isin(np.rint(obs[1] * 10), UNDECIDED_TENTHS)
+                rows[-1].append(direction_agreement(values, label, c)
+                                + direction_agreement(values, label, c, undecided))
+            if mode == "veto":
+                actions = veto(actions, confidence)
+            tenths = step_tenths(torch.round(x[0, 1] * 10).to(torch.int8), actions[0])
+            return StepOutput(p=probability(tenths).numpy(), actions=actions[0].to(torch.uint8).numpy())
+
+        rows: list[list[tuple[float, float, float, float]]] = []
+        protocol = SMALL.protocol
+        for r in range(protocol.repeats):
+            for c in range(len(data.test)):
+                data_rng, click_rng = protocol.streams(r, c)
+                image, label = data.test.get(c, data_rng)
+                episode = Interaction(image, label, protocol.schedule, click_rng)
+                rows.append([])
+                records = play_episode(episode, lambda obs, with_confidence=False: step(obs, label=label))
+                dice[mode].append([dice_score(np.asarray(rec.out.p) > 0.5, label) for rec in records])
+        if mode == "argmax":
+            agreement = rows
+
+    table = np.nanmean(np.asarray(agreement, float), axis=0)  # (T, 4)
+    steps = table.shape[0]
+    print(f"{'per step':<34}" + "".join(f"{t:>8}" for t in range(1, steps + 1)))
+    for k, name in enumerate(("conf acc (all voxels)", "policy acc (all voxels)",
+                              "conf acc (p 0.5 or 0.6 before)", "policy acc (p 0.5 or 0.6 before)")):
+        print(f"{name:<34}" + "".join(f"{v:>8.3f}" for v in table[:, k]))
+    for mode, runs in dice.items():
+        print(f"{'Dice % ' + mode:<34}" + "".join(f"{100 * v:>8.2f}" for v in np.mean(runs, axis=0)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
