@@ -119,14 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         def step(obs: np.ndarray, with_confidence: bool = False, *, label: np.ndarray) -> StepOutput:
             x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))[None]
             actions = choose_actions(module.policy_logits(x), explore=mode == "sampled", generator=generator)
-            confidence = module.confidence(x, action_values(actions))
-            if mode == "argmax":
-                values, c = action_values(actions)[0].numpy(), confidence[0].numpy()
-                undecided = np.isin(np.rint(obs[1] * 10), UNDECIDED_TENTHS)
-                rows[-1].append(direction_agreement(values, label, c)
-                                + direction_agreement(values, label, c, undecided))
-            if mode == "veto":
-                actions = veto(actions, confidence)
+            if mode != "sampled":  # sampling reads no confidence
+                confidence = module.confidence(x, action_values(actions))
+                if mode == "argmax":
+                    values, c = action_values(actions)[0].numpy(), confidence[0].numpy()
+                    undecided = np.isin(np.rint(obs[1] * 10), UNDECIDED_TENTHS)
+                    rows[-1].append(direction_agreement(values, label, c)
+                                    + direction_agreement(values, label, c, undecided))
+                else:
+                    actions = veto(actions, confidence)
             tenths = step_tenths(torch.round(x[0, 1] * 10).to(torch.int8), actions[0])
             return StepOutput(p=probability(tenths).numpy(), actions=actions[0].to(torch.uint8).numpy())
 
