@@ -1,7 +1,8 @@
 """Does MECCA's confidence net know more than its policy? And what three ways of acting give.
 
 Trains an RL method as ``mecca bench --small --validation`` does (same settings, budget,
-``--seed`` and ``--override``; or ``--load`` a state dict saved by an earlier ``--save``),
+``--seed`` and ``--override``, ``--env-steps N`` another budget; or ``--load`` a state dict
+saved by an earlier ``--save``),
 then plays the bench's protocol on the dataset's *validation* cases and prints, per step:
 
 - ``conf acc``: how often ``C(s, a) > 0.5`` matches whether the chosen action moves p toward
@@ -26,11 +27,17 @@ shape.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
+import os
+import sys
 import time
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench_validation import (add_bench_arguments, bench_settings, open_validation,  # noqa: E402
+                               train_like_bench, validation_episodes)
 
 #: Voxels whose p before the step is one of these tenths count as undecided: one +-0.1 move
 #: takes them across the threshold (foreground is p > 0.5, MECCA.md §1).
@@ -63,48 +70,32 @@ def _scaled(inputs, scale: float = 0.4) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="atlas", help="bench dataset (phantoms, atlas or a folder)")
-    p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--weighting", default="confidence",
                    help="reward weighting: confidence (MECCA), none (IteR-MRL) or scaled")
     p.add_argument("--scale", type=float, default=0.4, help="--weighting scaled: the gains' factor")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="changes to the preset (as mecca bench --override)")
+    add_bench_arguments(p)
     p.add_argument("--load", default=None, help="a state dict saved by --save (skip training)")
     p.add_argument("--save", default=None, help="save the trained module's state dict here")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from mecca_rllib.baselines import Interaction
-    from mecca_rllib.bench.commands import _overridden_settings
-    from mecca_rllib.bench.datasets import open_bench_data
-    from mecca_rllib.bench.methods import train_rl
-    from mecca_rllib.bench.run import SMALL
     from mecca_rllib.envs.rollout import (StepOutput, action_values, choose_actions, play_episode,
                                           probability, step_tenths)
     from mecca_rllib.metrics import dice as dice_score
     from mecca_rllib.policies.checkpoints import build_module
     from mecca_rllib.policies.reward_shaping import register_weighting
 
-    settings = _overridden_settings(args.override, preset_sized=True) if args.override else SMALL.settings
-    settings = dataclasses.replace(settings, seed=args.seed, device="cpu")
-    data = open_bench_data(args.dataset, SMALL.shape, validation=True)
+    settings = bench_settings(args.seed, args.override)
+    data = open_validation(args.dataset)
     if args.load:
         module = build_module(settings.model_config(), tuple(data.train.shape))
         module.load_state_dict(torch.load(args.load, weights_only=True))
     else:
-        import functools
-
-        import ray
-
         if args.weighting == "scaled":
             register_weighting("scaled", functools.partial(_scaled, scale=args.scale), overwrite=True)
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         start = time.perf_counter()
-        try:
-            module = train_rl(args.weighting, data.train, SMALL.budget, settings).segmenter.module
-        finally:
-            ray.shutdown()
+        module = train_like_bench(args.weighting, data, settings, args.env_steps).module
         print(f"trained {args.weighting} in {time.perf_counter() - start:.0f} s", flush=True)
         if args.save:
             torch.save(module.state_dict(), args.save)
@@ -132,15 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             return StepOutput(p=probability(tenths).numpy(), actions=actions[0].to(torch.uint8).numpy())
 
         rows: list[list[tuple[float, float, float, float]]] = []
-        protocol = SMALL.protocol
-        for r in range(protocol.repeats):
-            for c in range(len(data.test)):
-                data_rng, click_rng = protocol.streams(r, c)
-                image, label = data.test.get(c, data_rng)
-                episode = Interaction(image, label, protocol.schedule, click_rng)
-                rows.append([])
-                records = play_episode(episode, lambda obs, with_confidence=False: step(obs, label=label))
-                dice[mode].append([dice_score(np.asarray(rec.out.p) > 0.5, label) for rec in records])
+        for label, episode in validation_episodes(data):
+            rows.append([])
+            records = play_episode(episode, lambda obs, with_confidence=False: step(obs, label=label))
+            dice[mode].append([dice_score(np.asarray(rec.out.p) > 0.5, label) for rec in records])
         if mode == "argmax":
             agreement = rows
 

@@ -17,19 +17,24 @@ segmentation) and, per step, the share of voxels at each tenth of p around the t
 (0.3-0.7) and at odd tenths: p starts at 0.5 and a +-0.1 step changes a tenth's parity, so a
 voxel that hedges with +-0.1 can sit at 0.5 (background) only after even steps and at 0.6
 (foreground) only after odd ones. ``--bench DATASET`` trains MECCA as ``mecca bench --small --validation``
-does (same settings, budget, ``--seed`` and ``--override``) and plays the bench's protocol
-on the validation cases instead of loading a module:
+does (same settings, budget, ``--seed`` and ``--override``; ``--env-steps N`` another
+budget) and plays the bench's protocol on the validation cases instead of loading a module:
 
     .venv/bin/python benchmarks/learning_levers.py --config demo --save /tmp/demo_module
     .venv/bin/python benchmarks/step_flips.py --module /tmp/demo_module --config demo
-    .venv/bin/python benchmarks/step_flips.py --bench atlas --seed 0       # ~4 min on 1 core
+    .venv/bin/python benchmarks/step_flips.py --bench atlas --seed 0 --env-steps 4000   # ~4 min on 1 core
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench_validation import add_bench_arguments  # noqa: E402
 
 
 def flip_table(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> list[dict[str, float]]:
@@ -77,41 +82,25 @@ def tenth_shares(probabilities: list[np.ndarray]) -> np.ndarray:
                      for step in p[1:]] for p in probabilities], axis=0)
 
 
-def bench_traces(dataset: str, seed: int, overrides: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def bench_traces(dataset: str, seed: int, overrides: list[str],
+                 env_steps: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Train MECCA as ``mecca bench --small --validation --dataset DATASET --seed SEED`` does
     and play the bench's protocol on the validation cases: per episode ``(T+1, D, H, W)`` p
     and the ``(D, H, W)`` label."""
-    import dataclasses
+    from _bench_validation import bench_settings, open_validation, train_like_bench, validation_episodes
 
-    import ray
-
-    from mecca_rllib.baselines import Interaction
-    from mecca_rllib.bench.commands import _overridden_settings
-    from mecca_rllib.bench.datasets import open_bench_data
-    from mecca_rllib.bench.methods import train_rl
-    from mecca_rllib.bench.run import SMALL
     from mecca_rllib.envs.rollout import play_episode
 
-    settings = _overridden_settings(overrides, preset_sized=True) if overrides else SMALL.settings
-    settings = dataclasses.replace(settings, seed=seed, device="cpu")
-    data = open_bench_data(dataset, SMALL.shape, validation=True)
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        segmenter = train_rl("confidence", data.train, SMALL.budget, settings).segmenter
-    finally:
-        ray.shutdown()
-    protocol, probabilities, labels = SMALL.protocol, [], []
-    for r in range(protocol.repeats):
-        for c in range(len(data.test)):
-            data_rng, click_rng = protocol.streams(r, c)
-            image, label = data.test.get(c, data_rng)
-            episode = Interaction(image, label, protocol.schedule, click_rng)
-            segmenter.start(episode.obs[0])
-            p = [episode.p.copy()]
-            for rec in play_episode(episode, segmenter.step):
-                p.append(np.asarray(rec.out.p, np.float32))
-            probabilities.append(np.stack(p))
-            labels.append(label)
+    data = open_validation(dataset)
+    segmenter = train_like_bench("confidence", data, bench_settings(seed, overrides), env_steps)
+    probabilities, labels = [], []
+    for label, episode in validation_episodes(data):
+        segmenter.start(episode.obs[0])
+        p = [episode.p.copy()]
+        for rec in play_episode(episode, segmenter.step):
+            p.append(np.asarray(rec.out.p, np.float32))
+        probabilities.append(np.stack(p))
+        labels.append(label)
     return probabilities, labels
 
 
@@ -121,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--module", help="exported module folder (mecca export)")
     source.add_argument("--bench", metavar="DATASET",
                         help="train MECCA as `mecca bench --small --validation` on DATASET instead")
-    p.add_argument("--seed", type=int, default=0, help="--bench: training seed")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="--bench: changes to the preset (as mecca bench --override)")
+    add_bench_arguments(p, prefix="--bench: ")
     p.add_argument("--config", default="demo", help="train preset or config file (held-out data)")
     p.add_argument("--episodes", type=int, default=16)
     p.add_argument("--eval-seed", type=int, default=20_000,
@@ -138,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     from mecca_rllib.train import held_out_env_config, load_train_config
 
     if args.bench:
-        probabilities, labels = bench_traces(args.bench, args.seed, args.override)
+        probabilities, labels = bench_traces(args.bench, args.seed, args.override, args.env_steps)
     else:
         module = load_rl_module(args.module)
         env_config = held_out_env_config(load_train_config(args.config), args.eval_seed)

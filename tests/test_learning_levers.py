@@ -315,3 +315,26 @@ def test_confidence_check_scores_the_judge_against_the_policy_and_vetoes():
     flipped = check.veto(actions, torch.tensor([0.1, 0.9, 0.4, 0.6, 0.0, 1.0]))
     assert flipped.tolist() == [5, 1, 3, 3, 1, 5]
     np.testing.assert_allclose(ACTION_VALUES[flipped.numpy()][[0, 2, 4]], -ACTION_VALUES[[0, 2, 4]])
+
+
+
+def test_bench_validation_scripts_train_as_the_bench_with_their_seed_and_overrides():
+    """benchmarks/_bench_validation.py: step_flips and confidence_check read mecca bench's
+    --seed/--override/--env-steps and build the --small preset's settings from them."""
+    import argparse
+    import dataclasses
+
+    from mecca_rllib.bench.run import SMALL
+
+    helper = _benchmark_module("_bench_validation")
+    parser = argparse.ArgumentParser()
+    helper.add_bench_arguments(parser)
+    args = parser.parse_args(["--seed", "3", "--override", "training.lr=0.001", "--env-steps", "200"])
+    assert (args.seed, args.override, args.env_steps) == (3, ["training.lr=0.001"], 200)
+    assert parser.parse_args([]).env_steps is None  # the bench's own budget
+    settings = helper.bench_settings(args.seed, args.override)
+    assert dataclasses.replace(settings, rl_lr=SMALL.settings.rl_lr) == dataclasses.replace(
+        SMALL.settings, seed=3, device="cpu")
+    assert settings.rl_lr == 0.001 != SMALL.settings.rl_lr  # the RL policy's lr (training.lr)
+    with pytest.raises(ValueError, match="--override"):
+        helper.bench_settings(0, ["protocol.repeats=2"])
