@@ -43,7 +43,7 @@ def test_cli_options_reach_the_benchmark(monkeypatch, tmp_path):
     assert config.budget == Budget("env_steps", 5000) and config.shape == (12, 24, 24)
     assert config.protocol == FULL.protocol and config.dataset == "phantoms"
     config = run_cli(monkeypatch, "--small", "--repeats", "3")
-    assert config.budget == Budget("env_steps", 4000) and config.shape == SMALL.shape
+    assert config.budget == Budget("env_steps", 8000) and config.shape == SMALL.shape
     assert config.settings.lr == SMALL.settings.lr and config.protocol.repeats == 3
     assert config.protocol.schedule == SMALL.protocol.schedule  # the small hint kernel is kept
     with pytest.raises(ValueError, match="--quick and --small"):

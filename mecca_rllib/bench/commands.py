@@ -120,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true",
                    help="smoke check: 10x20x20 phantoms, 90 s of training per method")
     p.add_argument("--small", action="store_true",
-                   help="CPU-sized full protocol: 10x20x20, 4000 env steps per method")
+                   help="CPU-sized full protocol: 10x20x20, 8000 env steps per method")
     p.add_argument("--out", default="bench_out", help="output folder (default: ./bench_out)")
     p.add_argument("--dataset", default="phantoms",
                    help="phantoms (default), atlas (MNI152 + Harvard-Oxford) or a dataset folder")
@@ -140,7 +140,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="test repeats with different click seeds (default 5)")
     p.add_argument("--budget", default=None,
                    help="training budget per method: 90s, 10min, 1h or 5000steps "
-                        "(default: 90s with --quick, 4000steps with --small, else 1h)")
+                        "(default: 90s with --quick, 8000steps with --small, else 1h)")
     p.add_argument("--shape", type=_shape, default=None,
                    help="volume shape D x H x W (default 10x20x20 with --quick/--small, else 30x55x55)")
     p.add_argument("--methods", default=None,
