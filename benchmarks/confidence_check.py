@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))[None]
             actions = choose_actions(module.policy_logits(x), explore=mode == "sampled", generator=generator)
             if mode != "sampled":  # sampling reads no confidence
-                confidence = module.confidence(x, action_values(actions))
+                values = action_values(actions)
+                confidence = module.confidence(x, values)
                 if mode == "argmax":
-                    values, c = action_values(actions)[0].numpy(), confidence[0].numpy()
+                    values, c = values[0].numpy(), confidence[0].numpy()
                     undecided = np.isin(np.rint(obs[1] * 10), UNDECIDED_TENTHS)
                     rows[-1].append(direction_agreement(values, label, c)
                                     + direction_agreement(values, label, c, undecided))

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench_validation import add_bench_arguments  # noqa: E402
+from _bench_validation import (add_bench_arguments, bench_settings, open_validation,  # noqa: E402
+                               train_like_bench, validation_episodes)
 
 
 def flip_table(probabilities: list[np.ndarray], labels: list[np.ndarray]) -> list[dict[str, float]]:
@@ -87,8 +88,6 @@ def bench_traces(dataset: str, seed: int, overrides: list[str],
     """Train MECCA as ``mecca bench --small --validation --dataset DATASET --seed SEED`` does
     and play the bench's protocol on the validation cases: per episode ``(T+1, D, H, W)`` p
     and the ``(D, H, W)`` label."""
-    from _bench_validation import bench_settings, open_validation, train_like_bench, validation_episodes
-
     from mecca_rllib.envs.rollout import play_episode
 
     data = open_validation(dataset)

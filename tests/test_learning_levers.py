@@ -317,7 +317,6 @@ def test_confidence_check_scores_the_judge_against_the_policy_and_vetoes():
     np.testing.assert_allclose(ACTION_VALUES[flipped.numpy()][[0, 2, 4]], -ACTION_VALUES[[0, 2, 4]])
 
 
-
 def test_bench_validation_scripts_train_as_the_bench_with_their_seed_and_overrides():
     """benchmarks/_bench_validation.py: step_flips and confidence_check read mecca bench's
     --seed/--override/--env-steps and build the --small preset's settings from them."""
