@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mecca_rllib.envs.readout import READOUTS  # noqa: E402
 from _bench_validation import (add_bench_arguments, bench_settings, open_validation,  # noqa: E402
                                train_like_bench, validation_episodes)
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", default=None, help="a state dict saved by --save (skip training)")
     p.add_argument("--save", default=None, help="save the trained module's state dict here")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--readout", default=None, choices=READOUTS,
+                   help="how p becomes the segmentation (default: the bench's)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -124,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             return StepOutput(p=probability(tenths).numpy(), actions=actions[0].to(torch.uint8).numpy())
 
         rows: list[list[tuple[float, float, float, float]]] = []
-        for label, episode in validation_episodes(data):
+        for label, episode in validation_episodes(data, args.readout):
             rows.append([])
             records = play_episode(episode, lambda obs, with_confidence=False: step(obs, label=label))
-            dice[mode].append([dice_score(np.asarray(rec.out.p) > 0.5, label) for rec in records])
+            dice[mode].append([dice_score(rec.info["segmentation"], label) for rec in records])
         if mode == "argmax":
             agreement = rows
 

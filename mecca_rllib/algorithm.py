@@ -103,6 +103,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         self.class_balanced = False
         self.class_balance_power = 1.0
         self.oracle_balanced = False
+        self.oracle_confidence = False
         self.oracle_target = "direction"
         self.oracle_coeff: float | list = 0.0
         self.oracle_dice = 0.0
@@ -127,6 +128,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         class_balanced: bool = NotProvided,
         class_balance_power: float = NotProvided,
         oracle_balanced: bool = NotProvided,
+        oracle_confidence: bool = NotProvided,
         oracle_target: str = NotProvided,
         oracle_coeff: float | list = NotProvided,
         oracle_dice: float = NotProvided,
@@ -164,6 +166,12 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
                 (True); False (default, README "Learning quality"): the oracle term stays a
                 plain per-voxel cross-entropy, whose argmax is not pushed toward the rarer
                 class (class balance then weighs the policy-gradient term only).
+            oracle_confidence: with a confidence-based ``reward_weighting`` (MECCA's), weigh
+                each voxel's oracle term by the same gated w(c) its reward gets (Eq. 8,
+                :func:`~mecca_rllib.policies.reward_shaping.gated_confidence_weight`), rescaled
+                to mean 1 per volume and step: the supervised signal, like the reward,
+                concentrates where the confidence doubts the action. No effect on IteR-MRL
+                (no confidence). False (default; README "Eleventh round").
             oracle_target: what the oracle term rewards: ``"direction"`` (default) any step
                 toward the label (the summed probability of the three actions of the right
                 sign, as Eq. 7 scores a direction), leaving the step size to the RL reward;
@@ -211,7 +219,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         set_provided(self, dict(
             entropy_coeff=entropy_coeff, vf_loss_coeff=vf_loss_coeff, class_balanced=class_balanced,
             class_balance_power=class_balance_power,
-            oracle_balanced=oracle_balanced, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
+            oracle_balanced=oracle_balanced, oracle_confidence=oracle_confidence, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
             oracle_dice=oracle_dice, init_from=init_from, init_from_scale=init_from_scale,
             one_forward=one_forward,
             gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,

@@ -29,7 +29,9 @@ import torch
 
 from mecca_rllib.data.nifti import Volume, open_volume
 from mecca_rllib.data.preprocess import RoiGrid, points_box
+from mecca_rllib.envs import DEFAULT_CONFIG
 from mecca_rllib.envs.hints import ClickHints
+from mecca_rllib.envs.readout import check_readout, segmentation
 from mecca_rllib.envs.rollout import action_values, choose_actions, module_device, probability, step_tenths
 from mecca_rllib.guide import (DEFAULT_COMPACTNESS, DEFAULT_K, DEFAULT_SCHEDULE, DEFAULT_SPACING,
                                SupervoxelCache, advice_regions)
@@ -49,6 +51,7 @@ class _Snapshot:
     """The session right after a step (or at the start): what ``undo`` returns to."""
 
     tenths: np.ndarray  # int8 (S): p in tenths, exactly on the env's 0.1 grid
+    mask: np.ndarray  # bool (S): the segmentation, p read out (envs/readout.py)
     clicks: np.ndarray  # int64 (K, 3) original voxel indices, oldest first
     grid_clicks: np.ndarray  # int64 (K, 3) network voxels
     foreground: np.ndarray  # bool (K,): the side each click marks (split-hint models)
@@ -82,6 +85,8 @@ class InteractiveSession:
             ``torch.contiguous_format``.
         backend: what runs the two nets (``mecca_rllib.inference``): ``"torch"`` (default,
             fp32), ``"torch-bf16"``, ``"openvino"``, ``"openvino-bf16"`` or ``"auto"``.
+        readout: how p becomes the segmentation (:mod:`mecca_rllib.envs.readout`); default:
+            the environment's (``DEFAULT_CONFIG["readout"]``), as the benchmark reads it.
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class InteractiveSession:
         device: str | torch.device | None = None,
         memory_format: torch.memory_format = torch.channels_last_3d,
         backend: str = "torch",
+        readout: str = str(DEFAULT_CONFIG["readout"]),
     ) -> None:
         for name in ("policy_logits", "confidence"):
             if not callable(getattr(module, name, None)):
@@ -105,6 +111,7 @@ class InteractiveSession:
         if int(roi_margin) < 0:
             raise ValueError(f"roi_margin must be >= 0, got {roi_margin}")
         self.explore = bool(explore)
+        self.readout = check_readout(readout)
         self.schedule = tuple(int(n) for n in schedule)
         self.k = int(k)
         self.hint_kernel = training_hint_kernel(module) if hint_kernel is None else int(hint_kernel)
@@ -219,6 +226,7 @@ class InteractiveSession:
             actions = choose_actions(logits, explore=self.explore, generator=self._generator)
             tenths = step_tenths(torch.from_numpy(last.tenths).to(self.device), actions[0])
             new_tenths = tenths.to(torch.int8).cpu().numpy()  # MECCA.md §1
+            new_mask = segmentation(new_tenths, last.mask, self.readout, half=5)
             t1 = time.perf_counter()
             # Confidence of the chosen actions in the state they were chosen in (MECCA.md §2).
             confidence = self.backend.confidence(obs, action_values(actions))[0].float().cpu().numpy()
@@ -226,13 +234,13 @@ class InteractiveSession:
         advice = advice_regions(confidence, self._supervoxels.for_step(last.step), self.k)
         t3 = time.perf_counter()
         mapped = map_back(self._grid, self.volume, probability(new_tenths), confidence,
-                          advice.label_map, advice.regions)
+                          advice.label_map, advice.regions, segmentation=new_mask)
         t4 = time.perf_counter()
         timing = StepTiming(*(1e3 * (b - a) for a, b in ((t0, t1), (t1, t2), (t2, t3), (t3, t4))))
         self.timings.append(timing)
         result = StepResult(step=last.step + 1, affine=self.volume.original_affine.copy(),
                             timing=timing, volume=self.volume, **mapped)
-        self._live = replace(self._live, tenths=new_tenths, step=last.step + 1, result=result)
+        self._live = replace(self._live, tenths=new_tenths, mask=new_mask, step=last.step + 1, result=result)
         self._snapshots.append(self._live)
         return result
 
@@ -260,7 +268,8 @@ class InteractiveSession:
         if self._fixed_roi is not None:
             self._set_roi(self._fixed_roi)
         none = np.zeros((0, 3), np.int64)  # p = 0.5 everywhere (MECCA.md §1), no clicks
-        start = _Snapshot(np.full(self.shape, 5, np.int8), none, none, np.zeros(0, bool))
+        start = _Snapshot(np.full(self.shape, 5, np.int8), np.zeros(self.shape, bool), none, none,
+                          np.zeros(0, bool))
         self._snapshots = [start]
         self._restore(start)
 

@@ -112,6 +112,7 @@ def _segment(args: argparse.Namespace) -> int:
     session = InteractiveSession.from_checkpoint(
         args.checkpoint, explore=args.explore, seed=args.seed, k=args.k,
         hint_kernel=args.hint_kernel, roi_margin=args.roi_margin, backend=args.backend,
+        readout=args.readout,
     )  # fmt: skip
     roi = None if args.roi is None else np.asarray(args.roi).reshape(3, 2)
     channel = int(args.channel) if args.channel is not None and args.channel.isdigit() else args.channel
@@ -128,7 +129,7 @@ def _segment(args: argparse.Namespace) -> int:
             raise _UsageError(f"{args.clicks}: step {s} has no clicks and no --roi was given")
         result = session.step()
         t = result.timing
-        foreground = int(np.count_nonzero(result.roi_probability > 0.5))
+        foreground = int(np.count_nonzero(result.roi_segmentation))
         print(
             f"step {s}: {len(points)} clicks, {foreground} foreground voxels, "
             f"{t.total_ms:.0f} ms (policy {t.policy_ms:.0f}, confidence {t.confidence_ms:.0f}, "
@@ -266,6 +267,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         steps=args.steps, initial_clicks=args.initial_clicks, clicks_per_step=args.clicks_per_step,
         click_mode=args.click_mode, hint_channels=training_hint_channels(module),
         hint_kernel=training_hint_kernel(module) if args.hint_kernel is None else args.hint_kernel,
+        readout=args.readout,
     )  # fmt: skip
     advice = _TimedAdvice(make_advice_fn(k=args.k)) if args.guided else None
     label = "MECCA guided" if args.guided else "MECCA"
@@ -307,13 +309,19 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` (required) and ``--backend``: the trained model and what runs it."""
+    """``--checkpoint`` (required), ``--backend`` and ``--readout``: the trained model, what
+    runs it and how its p becomes the segmentation."""
+    from mecca_rllib.envs import DEFAULT_CONFIG
+    from mecca_rllib.envs.readout import READOUTS
     from mecca_rllib.inference.backends import CLI_BACKENDS
 
     p.add_argument("--checkpoint", required=True, help="Algorithm checkpoint or exported module folder")
     p.add_argument("--backend", choices=CLI_BACKENDS, default="torch",
                    help="what runs the nets: torch (fp32, default), torch-bf16, openvino[-bf16] "
                    "(pip install mecca-rllib[openvino]) or auto (the fastest available here)")
+    p.add_argument("--readout", choices=READOUTS, default=DEFAULT_CONFIG["readout"],
+                   help="how p becomes the segmentation: threshold (p > 0.5) or hold (a voxel at "
+                   f"exactly 0.5 keeps its previous side; default {DEFAULT_CONFIG['readout']}, as mecca bench)")
 
 
 # ---------------------------------------------------------------------------- parsers

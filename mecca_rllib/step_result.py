@@ -14,6 +14,7 @@ import numpy as np
 
 from mecca_rllib.data.nifti import Volume
 from mecca_rllib.data.preprocess import RoiGrid
+from mecca_rllib.envs.readout import tie_broken
 from mecca_rllib.guide import AdviceRegion
 
 __all__ = ["StepResult", "StepTiming", "map_back"]
@@ -41,7 +42,9 @@ class StepResult:
     full-size arrays (``probability``, ``segmentation``, ``confidence``, ``advice``) are
     assembled on first access and cached, so a step does not pay for filling a large scan
     that nobody reads. Outside the ROI: probability 0, segmentation 0, confidence 1,
-    advice 0. Arrays may be read-only views in the file's axis order.
+    advice 0. The segmentation is p read out by the session's ``readout``
+    (:mod:`mecca_rllib.envs.readout`: ``p > 0.5``, with ``"hold"`` a voxel at exactly 0.5
+    keeps its previous side), resampled linearly like p. Arrays may be read-only views in the file's axis order.
 
     Attributes:
         step: interaction steps done so far (1 after the first step).
@@ -52,6 +55,7 @@ class StepResult:
         volume: the session's volume (canonical grid, orientation to the original).
         roi_box: int ``(3, 2)`` canonical ``[start, stop)`` of the ROI.
         roi_probability, roi_confidence: float32 canonical maps inside ``roi_box``.
+        roi_segmentation: bool canonical segmentation inside ``roi_box``.
         roi_advice: uint8 canonical advice label map inside ``roi_box``.
     """
 
@@ -64,6 +68,7 @@ class StepResult:
     roi_probability: np.ndarray = field(repr=False)
     roi_confidence: np.ndarray = field(repr=False)
     roi_advice: np.ndarray = field(repr=False)
+    roi_segmentation: np.ndarray = field(repr=False)
 
     def _full(self, roi_values: np.ndarray, fill: float, dtype: type) -> np.ndarray:
         """Canonical ROI map -> read-only array on the original grid, ``fill`` outside."""
@@ -76,8 +81,8 @@ class StepResult:
 
     @cached_property
     def segmentation(self) -> np.ndarray:
-        """uint8 ``(I, J, K)``: ``p > 0.5``."""
-        return self._full(self.roi_probability > 0.5, 0, np.uint8)
+        """uint8 ``(I, J, K)``: the segmentation (``p > 0.5``, read out as the session says)."""
+        return self._full(self.roi_segmentation, 0, np.uint8)
 
     @cached_property
     def confidence(self) -> np.ndarray:
@@ -91,12 +96,20 @@ class StepResult:
 
 
 def map_back(grid: RoiGrid, volume: Volume, p: np.ndarray, confidence: np.ndarray,
-             label_map: np.ndarray, regions: Sequence[AdviceRegion]) -> dict[str, Any]:
+             label_map: np.ndarray, regions: Sequence[AdviceRegion],
+             segmentation: np.ndarray | None = None) -> dict[str, Any]:
     """Network-grid maps ``S`` -> the :class:`StepResult` fields of the ROI box: p and the
-    confidence linearly, the advice labels ``label_map`` by nearest voxel, and ``regions``
+    confidence linearly, the segmentation (bool ``S``; None: ``p > 0.5``) as its
+    :func:`~mecca_rllib.envs.readout.tie_broken` p, linearly, then ``> 0.5``, the advice
+    labels ``label_map`` by nearest voxel, and ``regions``
     with the centroid and size of their voxels on the original grid (a region too thin to
     survive nearest resampling keeps its network centroid, mapped continuously, and size 0)."""
-    prob, conf = grid.resample_linear(np.stack([p, confidence]))
+    if segmentation is None:
+        prob, conf = grid.resample_linear(np.stack([p, confidence]))
+        seg = prob > 0.5
+    else:
+        prob, conf, score = grid.resample_linear(np.stack([p, confidence, tie_broken(p, segmentation)]))
+        seg = score > 0.5
     mapped: tuple[AdviceRegion, ...] = ()
     if regions:
         sizes, centroids = grid.label_centroids(label_map, np.array([r.rank for r in regions]))
@@ -105,4 +118,5 @@ def map_back(grid: RoiGrid, volume: Volume, p: np.ndarray, confidence: np.ndarra
         mapped = tuple(r._replace(centroid=tuple(float(v) for v in c), size=int(n))
                        for r, c, n in zip(regions, original, sizes))
     return {"regions": mapped, "roi_box": grid.box.copy(), "roi_probability": prob,
-            "roi_confidence": conf, "roi_advice": grid.resample_nearest(label_map)}
+            "roi_confidence": conf, "roi_advice": grid.resample_nearest(label_map),
+            "roi_segmentation": seg}

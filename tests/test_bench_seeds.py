@@ -1,5 +1,5 @@
-"""``mecca bench --seed`` / ``--test-dataset`` / ``--combine``: runs that differ in the
-training seed become one mean ± std report."""
+"""``mecca bench --seed`` / ``--test-dataset`` / ``--combine`` / ``--merge``: runs that differ
+in the training seed become one mean ± std report; one run takes rows from another."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from mecca_rllib.bench.protocol import MethodResult
 from mecca_rllib.bench.report import write_report
 from mecca_rllib.bench.seeds import combine_seeds, summarize_seeds
 
-from test_bench_run import run_cli
+from test_bench_run import parse, run_cli
 
 STEPS, CASES, REPEATS = 3, 2, 2
 
@@ -79,3 +79,26 @@ def test_test_dataset_replaces_the_test_split_only():
     rng = np.random.default_rng(0)
     assert not np.array_equal(moved.test.get(0, rng)[0], data.test.get(0, rng)[0])
     assert "tested on" in moved.description
+
+
+def test_merge_keeps_the_donor_rows_of_one_seed_and_names_the_donor(tmp_path):
+    new = _run(tmp_path / "new", 0, {"IteR-MRL": 0.80, "MECCA": 0.90}, command="mecca bench new")
+    old = _run(tmp_path / "old", 0, {"DeepIGeoS": 0.85, "IteR-MRL": 0.70, "MECCA": 0.75},
+               command="mecca bench old", commit="abc1234")
+    out = tmp_path / "merged"
+
+    def merge(*argv):
+        args = parse("--merge", *argv, "--out", str(out))
+        assert args.func(args) == 0
+
+    merge(new, old, "--methods", "DeepIGeoS")
+    data = json.loads((out / "results.json").read_text())
+    finals = {r["name"]: r["dice"][0][0][-1] for r in data["results"]}
+    assert finals == pytest.approx({"DeepIGeoS": 0.85, "IteR-MRL": 0.80, "MECCA": 0.90})
+    assert [r["name"] for r in data["results"]] == ["DeepIGeoS", "IteR-MRL", "MECCA"]
+    assert "mecca bench new" in data["meta"]["command"] and "`mecca bench old` (abc1234)" in data["meta"]["command"]
+    other_seed = _run(tmp_path / "other", 1, {"DeepIGeoS": 0.85})
+    with pytest.raises(ValueError, match="differ in seed"):
+        merge(new, other_seed, "--methods", "DeepIGeoS")
+    with pytest.raises(ValueError, match="has no method 'InterCNN'"):
+        merge(new, old, "--methods", "InterCNN")

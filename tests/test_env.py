@@ -85,21 +85,25 @@ def test_known_action_map_gives_expected_probability():
     assert obs[1].min() >= 0.0 and obs[1].max() <= 1.0
 
 
-def test_reward_is_voxel_mean_cross_entropy_gain_and_dice_matches():
-    env = make()
+@pytest.mark.parametrize("readout", ["threshold", "hold"])
+def test_reward_is_voxel_mean_cross_entropy_gain_and_dice_matches(readout):
+    env = make(readout=readout)
     obs, info = env.reset()
+    pred = np.zeros(env.shape, bool)  # p = 0.5 at the start: background
     for t in range(env.config["steps"]):
         p_prev = obs[1]
         obs, reward, terminated, truncated, info = env.step(random_actions(env, t))
         y = info["label"]
         expected = np.mean(cross_entropy(p_prev, y) - cross_entropy(obs[1], y))
         assert reward == pytest.approx(expected, rel=1e-5, abs=1e-7)
-        pred = obs[1] > 0.5
+        tie = np.isclose(obs[1], 0.5)  # "hold": a voxel at exactly 0.5 keeps its side
+        pred = (obs[1] > 0.5) & ~tie | (tie & pred if readout == "hold" else False)
         assert info["dice"] == pytest.approx(2 * (pred & (y == 1)).sum() / (pred.sum() + y.sum()))
 
 
 def test_edge_clicks_lie_on_wrong_boundary_voxels_and_never_repeat():
-    env = make(initial_clicks=8, clicks_per_step=4)
+    # The "threshold" readout (p > 0.5); clicks of the "hold" readout: tests/test_readout.py.
+    env = make(initial_clicks=8, clicks_per_step=4, readout="threshold")
     obs, info = env.reset(seed=5)
     boundary = true_boundary(info["label"])
     previous = info["clicks"]

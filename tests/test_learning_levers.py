@@ -337,3 +337,51 @@ def test_bench_validation_scripts_train_as_the_bench_with_their_seed_and_overrid
     assert settings.rl_lr == 0.001 != SMALL.settings.rl_lr  # the RL policy's lr (training.lr)
     with pytest.raises(ValueError, match="--override"):
         helper.bench_settings(0, ["protocol.repeats=2"])
+
+
+def test_oracle_confidence_weighs_the_oracle_term_by_mecca_confidence_weight_only_for_mecca():
+    from ray.rllib.core.columns import Columns
+
+    from mecca_rllib import MECCAConfig
+    from mecca_rllib.envs import InteractiveSegEnv
+    from mecca_rllib.policies.connectors import ADVANTAGES, LOSS_MASK, P_NEXT, REWARD_LABELS, VALUE_TARGETS
+    from mecca_rllib.policies.learner import direction_logp, masked_mean
+    from mecca_rllib.policies.rl_module import CONF_LOGITS
+
+    shape, b = (2, 3, 4), 2
+    n = int(np.prod(shape))
+    env = InteractiveSegEnv({"shape": shape, "num_cases": 2, "steps": 1, "initial_clicks": 0,
+                             "clicks_per_step": 0, "hint_kernel": 1})
+    config = (MECCAConfig().environment("mecca_seg", env_config={"shape": shape, "num_cases": 2, "steps": 1})
+              .rl_module(model_config={"width": 4, "dilations": [1, 1, 1, 1, 1], "conf_dilations": [1] * 6})
+              .training(oracle_coeff=1.0, entropy_coeff=0.0, vf_loss_coeff=0.0, confidence_gate=False,
+                        alpha=0.8, beta=2.0))
+    torch.manual_seed(0)
+    learner = config.build_learner(env=env)
+    module = learner.module["default_policy"].unwrapped()
+    g = torch.Generator().manual_seed(2)
+    label = (torch.rand(b, n, generator=g) < 0.3).float()
+    batch = {Columns.OBS: torch.randn(b, 3, *shape, generator=g),
+             Columns.ACTIONS: torch.randint(0, 6, (b, *shape), generator=g, dtype=torch.uint8),
+             P_NEXT: torch.rand(b, n, generator=g), ADVANTAGES: torch.zeros(b, n),
+             VALUE_TARGETS: torch.zeros(b, n), REWARD_LABELS: label, LOSS_MASK: torch.ones(b, n),
+             "conf_targets": torch.zeros(b, n), "conf_loss_mask": torch.zeros(b, n)}
+    losses = {}
+    with torch.no_grad():
+        fwd = module.forward_train(batch)
+        # An untrained confidence net says ~0.5 everywhere: give it opinions to weigh by.
+        fwd[CONF_LOGITS] = 2.0 * torch.randn(fwd[CONF_LOGITS].shape, generator=g)
+        for weighting in ("confidence", "none"):
+            for on in (False, True):
+                cfg = config.copy(copy_frozen=False).training(reward_weighting=weighting, oracle_confidence=on)
+                losses[weighting, on] = learner.compute_loss_for_module(
+                    module_id="default_policy", config=cfg, batch=batch, fwd_out=fwd)
+    ce = -direction_logp(fwd[Columns.ACTION_DIST_INPUTS], label > 0.5)
+    c = torch.sigmoid(fwd[CONF_LOGITS].reshape(b, -1))
+    w = 0.8 * (1 - c) ** 2  # Eq. 8's focal weight, no gate
+    w = w / w.mean(1, keepdim=True)  # mean 1 per volume and step
+    mask = torch.ones(b, n)
+    torch.testing.assert_close(losses["confidence", True] - losses["confidence", False],
+                               masked_mean(ce * w, mask) - masked_mean(ce, mask))
+    assert not torch.isclose(losses["confidence", True], losses["confidence", False])
+    torch.testing.assert_close(losses["none", True], losses["none", False])  # IteR-MRL: no confidence

@@ -73,6 +73,11 @@ def test_segment_writes_niftis_with_the_input_affine_and_header(tmp_path, scan, 
         loaded[name] = np.asarray(img.dataobj)
     seg, prob = loaded["segmentation.nii.gz"], loaded["probability.nii.gz"]
     assert seg.dtype == np.uint8 and prob.dtype == np.float32
+    # The default "hold" readout only adds voxels at p = 0.5 that were foreground before
+    # (resampled: near 0.5, as they count 0.55 and p never moves by less than 0.1).
+    assert (seg >= (prob > 0.5)).all() and (seg <= (prob > 0.45)).all()
+    assert run_segment(image, exported, clicks, out, "--readout", "threshold", "--overwrite") == 0
+    seg, prob = (np.asarray(nib.load(out / name).dataobj) for name in ("segmentation.nii.gz", "probability.nii.gz"))
     np.testing.assert_array_equal(seg, (prob > 0.5).astype(np.uint8))
     conf = loaded["confidence.nii.gz"]
     assert conf.min() > 0 and conf.max() <= 1

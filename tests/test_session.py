@@ -367,3 +367,33 @@ def test_backend_keyword_defaults_to_fp32_torch_and_refuses_unknown_names(make_t
     assert Session(module, backend="torch").backend.module is module
     with pytest.raises(ValueError, match="unknown inference backend 'fast'"):
         Session(module, backend="fast")
+
+
+class UpDownPolicy(ImagePolicy):
+    """+0.1 where p <= 0.5, -0.1 elsewhere: every voxel goes 0.5 -> 0.6 -> 0.5 -> 0.6."""
+
+    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        up = (obs[:, 1] <= 0.5).float()
+        logits = torch.zeros(obs.shape[0], 6, *obs.shape[2:])
+        logits[:, 3], logits[:, 2] = up, 1 - up  # index 3: +0.1, index 2: -0.1
+        return logits
+
+
+@pytest.mark.parametrize("readout", ["threshold", "hold"])
+def test_session_reads_out_the_segmentation_like_the_env(oblique_case, readout):
+    """At p = 0.5 after 0.6, "hold" keeps the voxel foreground, "threshold" drops it; undo
+    goes back to the previous step's segmentation too."""
+    image, affine = oblique_case
+    session = InteractiveSession(UpDownPolicy(), readout=readout)
+    session.start(image, affine=affine, roi=[[0, 8], [0, 16], [0, 12]])
+    first = session.step()
+    assert first.segmentation.all() and (first.probability == np.float32(0.6)).all()
+    second = session.step()
+    assert (second.probability == np.float32(0.5)).all()
+    assert second.segmentation.all() == (readout == "hold")
+    assert second.segmentation.any() == (readout == "hold")
+    session.undo()
+    again = session.step()
+    np.testing.assert_array_equal(again.segmentation, second.segmentation)
+    with pytest.raises(ValueError, match="readout must be one of"):
+        InteractiveSession(UpDownPolicy(), readout="median")

@@ -157,7 +157,7 @@ def test_click_step_undo_export_match_the_python_session(client, checkpoint, sca
     size = np.diff(np.array(state["result"]["box"]), axis=1).ravel()
     maps = np.frombuffer(client.get(f"/api/sessions/{sid}/maps").content, np.uint8).reshape(4, *size)
     np.testing.assert_array_equal(maps[2], result.roi_advice)
-    np.testing.assert_array_equal(maps[3], result.roi_probability > 0.5)
+    np.testing.assert_array_equal(maps[3], result.roi_segmentation)
     assert [r["rank"] for r in state["result"]["regions"]] == [r.rank for r in result.regions]
 
     nifti = exported(client, sid)

@@ -5,8 +5,9 @@ The state mirrors :class:`~mecca_rllib.envs.InteractiveSegEnv`: the observation 
 ``(2 + C, D, H, W)`` float32 = (image, p, C hint channels: one map of all clicks, or with
 ``hint_channels=2`` foreground and background clicks apart, the click's side read from the
 label as the env does), ``p = 0.5`` everywhere at the start, the user
-places ``initial_clicks`` where ``p > 0.5`` is wrong, then ``clicks_per_step`` more after
-every interaction step but the last. What differs is who updates ``p``: any method may set
+places ``initial_clicks`` where the segmentation (``p > 0.5``, read out as the env does:
+:mod:`mecca_rllib.envs.readout`) is wrong, then ``clicks_per_step`` more after every
+interaction step but the last. What differs is who updates ``p``: any method may set
 it (a supervised network predicts it outright; MECCA adds its action values). An
 :class:`Interaction` is an episode of :func:`mecca_rllib.envs.rollout.play_episode`.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from mecca_rllib.envs import DEFAULT_CONFIG, ClickHints, SimulatedUser
+from mecca_rllib.envs.readout import check_readout, segmentation
 from mecca_rllib.envs.rollout import StepOutput
 
 __all__ = ["ClickSchedule", "Interaction"]
@@ -35,6 +37,8 @@ class ClickSchedule:
         click_mode: ``"edge"`` (the paper) or ``"largest_error"``.
         hint_kernel: Gaussian hint kernel in voxels (8).
         hint_channels: 1 (all clicks in one map, the paper) or 2 (foreground/background).
+        readout: how p becomes the segmentation the user sees and clicks against
+            (:mod:`mecca_rllib.envs.readout`).
     """
 
     steps: int = int(DEFAULT_CONFIG["steps"])
@@ -43,6 +47,7 @@ class ClickSchedule:
     click_mode: str = str(DEFAULT_CONFIG["click_mode"])
     hint_kernel: int = int(DEFAULT_CONFIG["hint_kernel"])
     hint_channels: int = int(DEFAULT_CONFIG["hint_channels"])
+    readout: str = str(DEFAULT_CONFIG["readout"])
 
     def env_config(self) -> dict[str, Any]:
         """The same schedule as ``InteractiveSegEnv`` config keys."""
@@ -64,8 +69,9 @@ class Interaction:
         rng: the click stream (edge clicks start at a random point); the same stream gives
             the same first clicks to every method.
 
-    ``obs`` is the current ``(2 + C, D, H, W)`` observation; the initial clicks are placed
-    at construction (against ``p = 0.5``, i.e. an empty segmentation).
+    ``obs`` is the current ``(2 + C, D, H, W)`` observation and ``mask`` the current
+    segmentation, bool ``(D, H, W)``; the initial clicks are placed at construction
+    (against ``p = 0.5``, i.e. an empty segmentation).
     """
 
     def __init__(self, image: np.ndarray, label: np.ndarray, schedule: ClickSchedule,
@@ -81,6 +87,7 @@ class Interaction:
         self.obs = np.empty((2 + int(schedule.hint_channels), *image.shape), np.float32)
         self.obs[0] = image
         self.obs[1] = 0.5  # MECCA.md §1: p_i(0) = 0.5
+        self.mask = segmentation(self.obs[1], None, check_readout(schedule.readout))
         self._hints = ClickHints(image.shape, schedule.hint_kernel, schedule.hint_channels,
                                  out=self.obs[2:])
         self._user = SimulatedUser(schedule.click_mode)
@@ -99,24 +106,27 @@ class Interaction:
         return self._user.clicks
 
     def set_p(self, p: np.ndarray) -> None:
-        """Replace the probability by a method's new ``p`` (``(D, H, W)``, values in [0, 1])."""
+        """Replace the probability by a method's new ``p`` (``(D, H, W)``, values in [0, 1])
+        and read out the new segmentation."""
         np.copyto(self.obs[1], np.asarray(p, dtype=np.float32))
+        self.mask = segmentation(self.obs[1], self.mask, self.schedule.readout)
 
     def click(self, advice: np.ndarray | None = None) -> np.ndarray:
-        """The user's ``clicks_per_step`` new clicks where ``p > 0.5`` is wrong, restricted
+        """The user's ``clicks_per_step`` new clicks where the segmentation is wrong, restricted
         to ``advice`` (bool ``(D, H, W)``) when given; returns them, int32 ``(k, 3)``."""
         return self._place(self.schedule.clicks_per_step, advice)
 
     def advance(self, out: StepOutput, advice: np.ndarray | None = None) -> dict:
         """One interaction step (the rollout's episode interface): ``p`` becomes ``out.p``,
-        then, unless it was the last step, the user clicks (restricted to ``advice``)."""
+        then, unless it was the last step, the user clicks (restricted to ``advice``).
+        Returns ``{"segmentation": mask}``, a copy of the step's segmentation."""
         self.set_p(out.p)
         self.step += 1
         if self.step < self.steps:
             self.click(advice)
-        return {}
+        return {"segmentation": self.mask.copy()}
 
     def _place(self, n: int, advice: np.ndarray | None) -> np.ndarray:
-        points = self._user.click(self.obs[1] > 0.5, n, self._rng, advice=advice)
+        points = self._user.click(self.mask, n, self._rng, advice=advice)
         self._hints.add(points, foreground=self.label[tuple(points.T)] > 0)
         return points

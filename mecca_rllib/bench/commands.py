@@ -53,6 +53,14 @@ def _main(args: argparse.Namespace) -> int:
 
         print(f"report: {combine_seeds(args.combine, args.out)}")
         return 0
+    if args.merge:
+        from mecca_rllib.bench.seeds import merge_methods
+
+        if not args.methods:
+            raise ValueError("--merge needs --methods: the methods to take from DONOR")
+        names = [m.strip() for m in args.methods.split(",") if m.strip()]
+        print(f"report: {merge_methods(args.merge[0], args.merge[1], names, args.out)}")
+        return 0
     if args.quick and args.small:
         raise ValueError("choose one of --quick and --small")
     if args.validation and args.test_dataset:
@@ -64,8 +72,12 @@ def _main(args: argparse.Namespace) -> int:
         changes["shape"] = args.shape
     if args.budget:
         changes["budget"] = parse_budget(args.budget)
+    protocol = config.protocol
     if args.repeats:
-        changes["protocol"] = dataclasses.replace(config.protocol, repeats=args.repeats)
+        protocol = dataclasses.replace(protocol, repeats=args.repeats)
+    if args.readout:
+        protocol = dataclasses.replace(protocol, schedule=dataclasses.replace(protocol.schedule, readout=args.readout))
+    changes["protocol"] = protocol
     if args.methods:
         changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     if args.max_cases:
@@ -80,6 +92,8 @@ def _main(args: argparse.Namespace) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.readout:  # the users the methods train with read p as the test users do
+        settings = dataclasses.replace(settings, schedule=dataclasses.replace(settings.schedule, readout=args.readout))
     changes["settings"] = dataclasses.replace(
         settings, device=device,
         seed=config.settings.seed if args.seed is None else args.seed)
@@ -114,6 +128,9 @@ def _overridden_settings(overrides: list[str], *, preset_sized: bool):
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mecca bench`` to the ``mecca`` command line."""
+    from mecca_rllib.envs import DEFAULT_CONFIG
+    from mecca_rllib.envs.readout import READOUTS
+
     p = subparsers.add_parser(
         "bench", help="benchmark MECCA against its baselines and write a report",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +144,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--combine", nargs="+", default=None, metavar="RUN",
                    help="instead of running: combine finished runs of different --seed into one "
                         "mean ± std report in --out")
+    p.add_argument("--merge", nargs=2, default=None, metavar=("RUN", "DONOR"),
+                   help="instead of running: RUN's results with the --methods rows of DONOR (a run "
+                        "of the same seed, dataset and budget), written to --out")
     p.add_argument("--test-dataset", default=None, metavar="DIR",
                    help="evaluate every method on all cases of this folder (MSD, BraTS or "
                         "images/+labels/) instead of --dataset's held-out split")
@@ -159,5 +179,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --quick/--small: change the demo preset they train with, as in "
                         "mecca train (e.g. training.lr=1e-3, warm_start.env_steps=0); repeatable")
     p.add_argument("--no-guided", action="store_true", help="skip MECCA's guided evaluation")
+    p.add_argument("--readout", default=None, choices=READOUTS,
+                   help="how p becomes the segmentation, in training and test (default: the "
+                        f"env's, {DEFAULT_CONFIG['readout']}; README 'Eleventh round')")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)

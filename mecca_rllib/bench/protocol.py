@@ -3,7 +3,7 @@
 Each test case is played ``repeats`` times with different click seeds; every method sees
 the same volumes and, for the same (repeat, case), the same click stream, so the initial
 clicks (placed against the empty segmentation) are identical across methods. Per step
-``t = 1..T`` the protocol records Dice and ASSD (voxels, the paper's unit) of ``p > 0.5``,
+``t = 1..T`` the protocol records Dice and ASSD (voxels, the paper's unit) of the segmentation (``p > 0.5`` read out as the schedule says, :mod:`mecca_rllib.envs.readout`),
 the misunderstanding rate of the step's change of ``p``, the method's inference time
 (``Segmenter.step``) and the interaction time (placing the clicks the step consumed and
 drawing them into the hint map, plus computing the advice regions in guided mode).
@@ -159,9 +159,9 @@ def evaluate_method(
         episode = Interaction(image, label, schedule, click_rng)
         click_ms = (time.perf_counter() - start) * 1e3  # the clicks the next step consumes
         segmenter.start(episode.obs[0])
-        dice_out[r, c, 0] = dice(episode.p > 0.5, label)
+        dice_out[r, c, 0] = dice(episode.mask, label)
         for rec in play_episode(episode, checked, advice_fn=advice_fn):
-            t, pred = rec.step, np.asarray(rec.out.p, np.float32) > 0.5  # = episode's p
+            t, pred = rec.step, rec.info["segmentation"]  # the episode's readout of p
             per_step["inference_ms"][r, c, t] = rec.policy_ms
             per_step["interaction_ms"][r, c, t], click_ms = click_ms, rec.interaction_ms
             per_step["misunderstanding"][r, c, t] = misunderstanding_rate(rec.obs[1], rec.out.p, label)

@@ -83,7 +83,8 @@ class BenchConfig:
             "budget": self.budget.describe(),
             "protocol": (f"T = {p.schedule.steps} steps, {p.schedule.initial_clicks} then "
                          f"{p.schedule.clicks_per_step} {p.schedule.click_mode} clicks per step, "
-                         f"hint kernel {p.schedule.hint_kernel}, {p.repeats} test "
+                         f"hint kernel {p.schedule.hint_kernel}, segmentation readout "
+                         f"{p.schedule.readout}, {p.repeats} test "
                          f"repeat{'s' if p.repeats != 1 else ''} with different click seeds "
                          f"(root seed {p.seed})"),
             "seed": f"training seed {s.seed}, data seed {self.data_seed}",

@@ -22,7 +22,7 @@ import numpy as np
 from mecca_rllib.bench.report import load_results
 from mecca_rllib.data.atomic import atomic_file
 
-__all__ = ["SeedSummary", "combine_seeds", "summarize_seeds"]
+__all__ = ["SeedSummary", "combine_seeds", "merge_methods", "summarize_seeds"]
 
 #: A final Dice below this (in %) on every test episode counts as an empty-mask collapse.
 EMPTY_DICE = 1.0
@@ -56,12 +56,10 @@ def summarize_seeds(folders: Sequence[str | os.PathLike]) -> tuple[list[SeedSumm
         raise ValueError("--combine: no run folder given")
     runs = []
     for folder in folders:
-        path = Path(folder) / "results.json"
-        if not path.is_file():
-            raise ValueError(f"{path}: not found (is {folder} a `mecca bench` output folder?)")
-        results, meta = load_results(path)
+        results, meta = _load(folder)
         if "seed" not in meta:
-            raise ValueError(f"{path}: meta.seed is missing (rerun with this version's mecca bench)")
+            raise ValueError(f"{Path(folder) / 'results.json'}: meta.seed is missing (rerun with this "
+                             "version's mecca bench)")
         runs.append((int(meta["seed"]), results, meta))
     seeds = [s for s, _, _ in runs]
     if len(set(seeds)) != len(seeds):
@@ -167,6 +165,44 @@ def combine_seeds(folders: Sequence[str | os.PathLike], out: str | os.PathLike, 
     with atomic_file(path) as tmp:
         tmp.write_text(render_seeds(summaries, metas, title))
     return path
+
+
+def merge_methods(run: str | os.PathLike, donor: str | os.PathLike, methods: Sequence[str],
+                  out: str | os.PathLike) -> Path:
+    """One run's results with ``methods`` taken from another run of the same seed, dataset and
+    budget (a method a change does not touch need not be trained again), written as a bench
+    output folder ``out`` (``report.md``, ``results.json``, plots); returns the report's path.
+
+    The donor's methods come first, in its order; ``meta`` is the run's, its ``command``
+    naming the donor run (command and commit) the kept rows come from.
+
+    Raises:
+        ValueError: a missing ``results.json``, runs of another seed, dataset or budget, or a
+            method the donor does not have.
+    """
+    from mecca_rllib.bench.report import write_report
+
+    (results, meta), (given, donor_meta) = (_load(run), _load(donor))
+    for key in ("seed", "dataset", "budget"):
+        if str(meta.get(key)) != str(donor_meta.get(key)):
+            raise ValueError(f"--merge: the runs differ in {key}: {meta.get(key)!r} and {donor_meta.get(key)!r}")
+    kept = []
+    for name in methods:
+        found = [r for r in given if r.name == name]
+        if not found:
+            raise ValueError(f"--merge: {donor} has no method {name!r} (it has {[r.name for r in given]})")
+        kept.append(found[0])
+    merged = kept + [r for r in results if r.name not in set(methods)]
+    meta = {**meta, "command": (f"{meta.get('command', '?')}; the {', '.join(methods)} rows are those of "
+                                f"`{donor_meta.get('command', '?')}` ({donor_meta.get('commit', '?')})")}
+    return write_report(merged, out, meta)
+
+
+def _load(folder: str | os.PathLike) -> tuple[list, dict[str, Any]]:
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: not found (is {folder} a `mecca bench` output folder?)")
+    return load_results(path)
 
 
 def _plot(summaries: list[SeedSummary], path: Path) -> None:

@@ -4,7 +4,9 @@ One episode = one volume and ``steps`` (T) interactions. Reset draws the next ca
 ``p = 0.5`` everywhere, lets the simulated user place ``initial_clicks`` and builds the hint
 map. Each step applies one action per voxel, ``p <- clip(p + ACTION_VALUES[a], 0, 1)``,
 scores it, and (except after the last step) the user adds ``clicks_per_step`` clicks where
-the new segmentation ``p > 0.5`` is wrong. After T steps the episode is truncated.
+the new segmentation is wrong. The segmentation is ``p > 0.5`` with config ``readout``
+``"threshold"``; with ``"hold"`` a voxel at exactly 0.5 keeps its previous side
+(:mod:`mecca_rllib.envs.readout`). After T steps the episode is truncated.
 
 Observation: ``(3, D, H, W)`` float32 = (image, p, hint); with ``hint_channels=2``
 ``(4, D, H, W)`` = (image, p, foreground-click hint, background-click hint), the click's side
@@ -16,13 +18,13 @@ their rewards against simulated labels, MECCA.md §5). ``info`` at reset and eve
 
 - ``"label"``: uint8 ``(D, H, W)`` ground truth, labeled volumes only;
 - ``"unlabeled"``: bool;
-- ``"dice"``: Dice of ``p > 0.5`` against the true label (monitoring only);
+- ``"dice"``: Dice of the segmentation against the true label (monitoring only);
 - ``"clicks"``: int32 ``(K, 3)`` ``(d, h, w)`` of every click so far, oldest first;
 - ``"case"``: the case name; ``"step"``: interactions done (0 at reset).
 
 Internally p is kept exactly on its 0.1 grid as integer tenths (int8), so ``p > 0.5`` is
-never decided by float rounding and the reward and Dice come from one histogram of
-(label, p) pairs instead of per-voxel logarithms.
+never decided by float rounding and the reward comes from one histogram of (label, p) pairs
+instead of per-voxel logarithms.
 """
 from __future__ import annotations
 
@@ -33,9 +35,11 @@ import numpy as np
 
 from mecca_rllib.data import DataError, VolumeSource, augment, open_source
 from mecca_rllib.envs.hints import HINT_CHANNELS, ClickHints
+from mecca_rllib.envs.readout import check_readout, segmentation
 from mecca_rllib.envs.rollout import step_tenths
 from mecca_rllib.envs.simulated_user import CLICK_MODES, SimulatedUser
 from mecca_rllib.envs.spaces import ACTION_VALUES, VoxelActions, VoxelObservations
+from mecca_rllib.metrics import dice as dice_score
 
 __all__ = ["DEFAULT_CONFIG", "InteractiveSegEnv"]
 
@@ -56,6 +60,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "split": "train",
     "channel": None,
     "label_value": None,
+    "readout": "hold",
 }
 
 EPS = 1e-6  # probability clamp of the cross-entropy (MECCA.md §3)
@@ -63,8 +68,6 @@ _LEVELS = 11  # p in {0, 0.1, ..., 1.0}
 # log q for label y and p = k/10, q = p if y == 1 else 1 - p, clamped (MECCA.md §3).
 _P64 = np.clip(np.arange(_LEVELS) / 10, EPS, 1 - EPS)
 _LOG_Q = np.concatenate([np.log(1 - _P64), np.log(_P64)])  # index = 11 * y + k
-_FG_SLOTS = np.tile(np.arange(_LEVELS) > 5, 2)  # p > 0.5, per histogram slot
-_LABEL_SLOTS = np.repeat([False, True], _LEVELS)
 
 
 def _config(config: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,6 +90,7 @@ def _config(config: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> d
         cfg[key] = int(value)
     if cfg["hint_channels"] not in HINT_CHANNELS:
         raise ValueError(f"hint_channels must be one of {HINT_CHANNELS}, got {cfg['hint_channels']!r}")
+    check_readout(cfg["readout"])
     if cfg["click_mode"] not in CLICK_MODES:
         raise ValueError(f"click_mode must be one of {CLICK_MODES}, got {cfg['click_mode']!r}")
     if not 0.0 <= float(cfg["labeled_fraction"]) <= 1.0:
@@ -146,6 +150,7 @@ class InteractiveSegEnv(gym.Env):
         self._hints = ClickHints(self.shape, cfg["hint_kernel"], channels, out=self._obs[2:])
         self._user = SimulatedUser(cfg["click_mode"])
         self._tenths = np.full(self.shape, 5, np.int8)  # p in tenths
+        self._mask = np.zeros(self.shape, bool)  # the segmentation (readout of p)
         self._slot_base = np.zeros(self.shape, np.int16)  # 11 * label
         self._label: np.ndarray | None = None
         self._unlabeled = False
@@ -185,6 +190,7 @@ class InteractiveSegEnv(gym.Env):
         self._obs[0] = image
         self._tenths.fill(5)  # p = 0.5 everywhere (MECCA.md §1)
         self._obs[1] = 0.5
+        self._mask.fill(False)
         self._hints.reset()
         self._advice = None
         self._user.start(self._label)
@@ -206,6 +212,7 @@ class InteractiveSegEnv(gym.Env):
         action = self._check_action(action)
         step_tenths(self._tenths, action, out=self._tenths)  # p <- clip(p + a, 0, 1), MECCA.md §1
         np.divide(self._tenths, np.float32(10), out=self._obs[1])  # float32(k / 10)
+        self._mask = segmentation(self._tenths, self._mask, self.config["readout"], half=5)
         log_q_mean, dice = self._score()
         # Voxel mean of chi(p_t) - chi(p_{t+1}) = mean log q_{t+1} - mean log q_t (MECCA.md §3).
         reward = 0.0 if self._unlabeled else float(log_q_mean - self._log_q_mean)
@@ -357,18 +364,15 @@ class InteractiveSegEnv(gym.Env):
         return action
 
     def _score(self) -> tuple[float, float]:
-        """Voxel mean of log q (MECCA.md §3) and Dice of ``p > 0.5``, from one histogram."""
+        """Voxel mean of log q (MECCA.md §3, from a histogram of p) and Dice of the segmentation."""
         counts = np.bincount((self._slot_base + self._tenths).ravel(), minlength=2 * _LEVELS)
         log_q_mean = float(counts @ _LOG_Q) / self._tenths.size
-        inter = counts[_FG_SLOTS & _LABEL_SLOTS].sum()
-        total = counts[_FG_SLOTS].sum() + counts[_LABEL_SLOTS].sum()
-        return log_q_mean, 1.0 if total == 0 else float(2 * inter / total)
+        return log_q_mean, float(dice_score(self._mask, self._label))
 
     def _click(self, n: int) -> None:
         if n <= 0:
             return
-        pred = self._tenths > 5
-        points = self._user.click(pred, n, self._user_rng, advice=self._advice)
+        points = self._user.click(self._mask, n, self._user_rng, advice=self._advice)
         self._draw_clicks(points)
 
     def _draw_clicks(self, points: np.ndarray) -> None:

@@ -40,6 +40,7 @@ from mecca_rllib.policies.learner_core import (  # noqa: F401  (re-exported name
     normalized,
     symmetric_confidence_loss,
 )
+from mecca_rllib.policies.reward_shaping import ShapingInputs, gated_confidence_weight
 from mecca_rllib.policies.rl_module import CONF_LOGITS
 
 ORACLE_LOSS_KEY = "oracle_loss"
@@ -98,6 +99,17 @@ def soft_dice_loss(prob: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, 
     return torch.where(rows, 1 - dice, 0.0).sum() / rows.sum().clamp_min(1)
 
 
+def confidence_emphasis(config: Any, *, p_prev: torch.Tensor, p_next: torch.Tensor, label: torch.Tensor,
+                        confidence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-voxel weights ``(B, N)`` of the ``oracle_confidence`` option: the gated w(c) of
+    MECCA's self-adaptive reward (MECCA.md §3, Eq. 8; each row a volume at one step, as the
+    gate's skill is per step), rescaled to mean 1 over the row's masked voxels."""
+    inputs = ShapingInputs(p_prev=p_prev, p_next=p_next, label=label, confidence=confidence)
+    weight = gated_confidence_weight(inputs, config.alpha, config.beta, config.confidence_form,
+                                     config.confidence_gate)
+    return weight / masked_mean_rows(weight, mask).clamp_min(1e-12).unsqueeze(1)
+
+
 def masked_mean_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-row masked mean of ``(B, N)`` -> ``(B,)``."""
     return (x * mask).sum(1) / mask.sum(1).clamp_min(1.0)
@@ -115,7 +127,8 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
     (weight of a cross-entropy of the policy toward the oracle on the states the policy
     visits: ``oracle_target="direction"`` any step toward the label,
     :func:`direction_logp`, or ``"max"`` the +-0.4 step; class-balanced only with
-    ``oracle_balanced``; a float or a schedule ``[[env_steps, value], ...]``, like
+    ``oracle_balanced``, and by MECCA's confidence weight with ``oracle_confidence``,
+    :func:`confidence_emphasis`; a float or a schedule ``[[env_steps, value], ...]``, like
     ``entropy_coeff``).
 
     When the batch has no ``advantages`` column (the connector's ``module_terms="loss"``),
@@ -220,6 +233,11 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
             else:  # "max": the largest step toward the label, +0.4 or -0.4
                 oracle_logp = dist.logp(torch.where(target, ORACLE_UP, ORACLE_DOWN))
             oracle_weights = weights if config.oracle_balanced else torch.ones_like(mask)
+            if getattr(config, "oracle_confidence", False) and config._weighting().needs_confidence:
+                oracle_weights = oracle_weights * confidence_emphasis(
+                    config, p_prev=batch[Columns.OBS][:, 1].reshape(b, -1), p_next=batch[P_NEXT],
+                    label=batch[REWARD_LABELS].reshape(b, -1), confidence=torch.sigmoid(conf_logits).detach(),
+                    mask=mask)  # fmt: skip
             oracle_loss = masked_mean(-oracle_logp * oracle_weights, mask)
             total = total + oracle_coeff * oracle_loss
             stats[ORACLE_LOSS_KEY] = oracle_loss.detach()

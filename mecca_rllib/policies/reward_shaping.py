@@ -212,16 +212,16 @@ def confidence_skill(confidence: torch.Tensor, gain: torch.Tensor) -> torch.Tens
     return ((accuracy - chance) / (1.0 - chance).clamp_min(1e-6)).clamp(0.0, 1.0)
 
 
-def confidence_weighting(
+def gated_confidence_weight(
     inputs: ShapingInputs, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal",
     confidence_gate: bool = True,
 ) -> torch.Tensor:
-    """MECCA's self-adaptive reward r_i = w(c_i) * gain_i (MECCA.md §3, Eq. 8).
+    """w(c_i) of MECCA's self-adaptive reward, ``(T, N)`` (MECCA.md §3, Eq. 8).
 
     ``confidence_gate`` (default): rely on the confidence only as far as it beats chance at
     that step (:func:`confidence_skill` s): ``w = s w(c) + (1 - s) w(0.5)``, so a confidence
-    net that has not learned yet (or has stopped being right) leaves IteR-MRL's reward,
-    scaled by the uninformative weight w(0.5), instead of steering by noise.
+    net that has not learned yet (or has stopped being right) gives every voxel the
+    uninformative weight w(0.5) instead of steering by noise.
     """
     assert inputs.confidence is not None
     weight = confidence_weight(inputs.confidence, alpha, beta, confidence_form)
@@ -229,7 +229,17 @@ def confidence_weighting(
         skill = confidence_skill(inputs.confidence, inputs.gain)
         neutral = confidence_weight(torch.full_like(skill, 0.5), alpha, beta, confidence_form)
         weight = skill * weight + (1.0 - skill) * neutral
-    return weight * inputs.gain
+    return weight
+
+
+def confidence_weighting(
+    inputs: ShapingInputs, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal",
+    confidence_gate: bool = True,
+) -> torch.Tensor:
+    """MECCA's self-adaptive reward r_i = w(c_i) * gain_i (MECCA.md §3, Eq. 8), with w from
+    :func:`gated_confidence_weight` (a confidence without skill leaves IteR-MRL's reward,
+    scaled by w(0.5))."""
+    return gated_confidence_weight(inputs, alpha, beta, confidence_form, confidence_gate) * inputs.gain
 
 
 register_weighting("none", no_weighting)

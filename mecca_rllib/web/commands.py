@@ -99,7 +99,7 @@ def serve(args: argparse.Namespace) -> int:
     if channel is not None and channel.lstrip("-").isdigit():
         channel = int(channel)
     session_kwargs = {"k": args.k, "roi_margin": args.roi_margin, "hint_kernel": args.hint_kernel,
-                      "backend": getattr(args, "backend", "torch")}
+                      "backend": getattr(args, "backend", "torch"), "readout": args.readout}
     if args.device:
         session_kwargs["device"] = args.device
     app = create_app(

@@ -285,14 +285,14 @@ class Workspace:
     def maps_bytes(self) -> bytes:
         """The current result inside its ROI box (``state()["result"]["box"]``) as uint8
         ``(4, d, h, w)``: probability and confidence scaled to 0..255, advice rank labels
-        (0 = none) and the segmentation ``p > 0.5`` (exact, not re-thresholded bytes)."""
+        (0 = none) and the segmentation (exact, not re-thresholded bytes)."""
         with self.lock:
             result = self._require_result()
             return np.stack([
                 np.rint(result.roi_probability * 255),
                 np.rint(result.roi_confidence * 255),
                 result.roi_advice,
-                result.roi_probability > 0.5,
+                result.roi_segmentation,
             ]).astype(np.uint8).tobytes()
 
     def export_nifti(self) -> tuple[str, bytes]:
@@ -346,9 +346,9 @@ class Workspace:
 
 
 def _canonical_segmentation(result: StepResult) -> np.ndarray:
-    """uint8 ``(D, H, W)``: ``p > 0.5`` inside the ROI box, 0 outside."""
+    """uint8 ``(D, H, W)``: the segmentation inside the ROI box, 0 outside."""
     seg = np.zeros(result.volume.shape, np.uint8)
-    seg[tuple(slice(int(a), int(b)) for a, b in result.roi_box)] = result.roi_probability > 0.5
+    seg[tuple(slice(int(a), int(b)) for a, b in result.roi_box)] = result.roi_segmentation
     return seg
 
 
