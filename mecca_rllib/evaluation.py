@@ -25,6 +25,7 @@ class EpisodeTrace:
     case: str
     label: np.ndarray  # uint8 (D, H, W)
     probabilities: np.ndarray  # float32 (T+1, D, H, W): p after reset and after each step
+    segmentations: np.ndarray  # bool (T+1, D, H, W): the env's readout of p (envs/readout.py)
     dice: np.ndarray  # (T+1,)
     clicks: np.ndarray  # int (K, 3)
     policy_ms: np.ndarray  # (T,) module step time (forward, action choice, new p), milliseconds
@@ -54,7 +55,9 @@ def run_episode(
     try:
         episode = EnvEpisode(env, seed=int(seed), options=options)
         probs, dice = [episode.obs[1].copy()], [float(episode.info["dice"])]
-        records = play_episode(episode, policy, advice_fn=advice_fn)
+        segs = [env.segmentation.copy()]
+        records = play_episode(episode, policy, advice_fn=advice_fn,
+                               on_step=lambda rec: segs.append(env.segmentation.copy()))
         for rec in records:
             probs.append(rec.out.p)
             dice.append(float(rec.info["dice"]))
@@ -63,6 +66,7 @@ def run_episode(
             case=str(info.get("case", "")),
             label=np.asarray(env.label, dtype=np.uint8),
             probabilities=np.stack(probs).astype(np.float32),
+            segmentations=np.stack(segs),
             dice=np.asarray(dice),
             clicks=np.asarray(info.get("clicks", np.zeros((0, 3), int))),
             policy_ms=np.asarray([rec.policy_ms for rec in records]),

@@ -65,7 +65,7 @@ def test_evaluate_bad_input(checkpoint, tmp_path, capsys):
 def trace(dice, probabilities, label) -> EpisodeTrace:
     return EpisodeTrace(
         case="c", label=label, probabilities=np.asarray(probabilities, np.float32),
-        dice=np.asarray(dice), clicks=np.zeros((0, 3), int), policy_ms=np.array([10.0, 30.0]),
+        segmentations=np.asarray(probabilities) > 0.5, dice=np.asarray(dice), clicks=np.zeros((0, 3), int), policy_ms=np.array([10.0, 30.0]),
     )  # fmt: skip
 
 

@@ -67,6 +67,7 @@ def test_env_reads_out_dice_and_clicks_with_its_readout(readout):
     _, _, _, _, info = env.step(np.full(SHAPE, DOWN, np.uint8))
     new = info["clicks"][before:]
     clicked = source.label[tuple(new.T)]
+    assert env.segmentation.all() == (readout == "hold") and env.segmentation.any() == (readout == "hold")
     if readout == "hold":  # all foreground: the wrong voxels are background ones
         assert info["dice"] == pytest.approx(dice(everything, source.label))
         assert len(new) and not clicked.any()

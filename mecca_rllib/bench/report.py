@@ -281,7 +281,7 @@ def _per_episode(episodes: MethodResult | Sequence[Any]) -> tuple[np.ndarray, ..
         mis = np.concatenate([first * np.nan, episodes.misunderstanding.reshape(len(dice), -1)], axis=1)
         return dice, assd_all, mis, episodes.inference_ms.ravel()
     dice = np.stack([t.dice for t in episodes])  # (E, T + 1)
-    assd_all = np.array([[assd(p > 0.5, t.label) for p in t.probabilities] for t in episodes])
+    assd_all = np.array([[assd(seg, t.label) for seg in t.segmentations] for t in episodes])
     mis = np.full(dice.shape, np.nan)
     for e, t in enumerate(episodes):
         for s in range(1, dice.shape[1]):

@@ -233,6 +233,13 @@ class InteractiveSegEnv(gym.Env):
         return view
 
     @property
+    def segmentation(self) -> np.ndarray:
+        """Current segmentation, bool ``(D, H, W)`` (p read out by config ``readout``; read-only view)."""
+        view = self._mask.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def label(self) -> np.ndarray:
         """Ground truth of the current volume, uint8 ``(D, H, W)`` (read-only).
 
