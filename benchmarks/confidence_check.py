@@ -13,7 +13,8 @@ then plays the bench's protocol on the dataset's *validation* cases and prints, 
   move changes the voxel's side (undecided; at step 1 every voxel, all start at 0.5);
 - mean Dice (%) with argmax actions (the bench's), sampled actions (MECCA.md §1: "every
   voxel-agent samples an action") and a confidence veto (the action's direction flipped
-  where ``C(s, a) < 0.5``).
+  where ``C(s, a) < 0.5``), of the segmentation read out as ``--readout`` says (default: the
+  bench's; README "Eleventh round" compared the two readouts on ``--load``-ed modules).
 
 ``--weighting scaled --scale K`` trains IteR-MRL with its gains times K (a weighting
 registered here with ``register_weighting``): MECCA's gated reward is IteR-MRL's times
@@ -35,8 +36,9 @@ import time
 import numpy as np
 import torch
 
+from mecca_rllib.envs.readout import READOUTS
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mecca_rllib.envs.readout import READOUTS  # noqa: E402
 from _bench_validation import (add_bench_arguments, bench_settings, open_validation,  # noqa: E402
                                train_like_bench, validation_episodes)
 
