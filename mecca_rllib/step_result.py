@@ -97,19 +97,14 @@ class StepResult:
 
 def map_back(grid: RoiGrid, volume: Volume, p: np.ndarray, confidence: np.ndarray,
              label_map: np.ndarray, regions: Sequence[AdviceRegion],
-             segmentation: np.ndarray | None = None) -> dict[str, Any]:
+             segmentation: np.ndarray) -> dict[str, Any]:
     """Network-grid maps ``S`` -> the :class:`StepResult` fields of the ROI box: p and the
-    confidence linearly, the segmentation (bool ``S``; None: ``p > 0.5``) as its
+    confidence linearly, the segmentation (bool ``S``, the session's readout of p) as its
     :func:`~mecca_rllib.envs.readout.tie_broken` p, linearly, then ``> 0.5``, the advice
     labels ``label_map`` by nearest voxel, and ``regions``
     with the centroid and size of their voxels on the original grid (a region too thin to
     survive nearest resampling keeps its network centroid, mapped continuously, and size 0)."""
-    if segmentation is None:
-        prob, conf = grid.resample_linear(np.stack([p, confidence]))
-        seg = prob > 0.5
-    else:
-        prob, conf, score = grid.resample_linear(np.stack([p, confidence, tie_broken(p, segmentation)]))
-        seg = score > 0.5
+    prob, conf, score = grid.resample_linear(np.stack([p, confidence, tie_broken(p, segmentation)]))
     mapped: tuple[AdviceRegion, ...] = ()
     if regions:
         sizes, centroids = grid.label_centroids(label_map, np.array([r.rank for r in regions]))
@@ -119,4 +114,4 @@ def map_back(grid: RoiGrid, volume: Volume, p: np.ndarray, confidence: np.ndarra
                        for r, c, n in zip(regions, original, sizes))
     return {"regions": mapped, "roi_box": grid.box.copy(), "roi_probability": prob,
             "roi_confidence": conf, "roi_advice": grid.resample_nearest(label_map),
-            "roi_segmentation": seg}
+            "roi_segmentation": score > 0.5}

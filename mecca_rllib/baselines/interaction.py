@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mecca_rllib.envs import DEFAULT_CONFIG, ClickHints, SimulatedUser
-from mecca_rllib.envs.readout import check_readout, segmentation
+from mecca_rllib.envs.readout import segmentation
 from mecca_rllib.envs.rollout import StepOutput
 
 __all__ = ["ClickSchedule", "Interaction"]
@@ -87,7 +87,7 @@ class Interaction:
         self.obs = np.empty((2 + int(schedule.hint_channels), *image.shape), np.float32)
         self.obs[0] = image
         self.obs[1] = 0.5  # MECCA.md §1: p_i(0) = 0.5
-        self.mask = segmentation(self.obs[1], None, check_readout(schedule.readout))
+        self.mask = segmentation(self.obs[1], None, schedule.readout)  # checks the readout
         self._hints = ClickHints(image.shape, schedule.hint_kernel, schedule.hint_channels,
                                  out=self.obs[2:])
         self._user = SimulatedUser(schedule.click_mode)
