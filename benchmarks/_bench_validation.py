@@ -65,12 +65,12 @@ def validation_episodes(data: Any, readout: str | None = None) -> Iterator[tuple
     """The bench protocol's episodes on ``data.test``: per repeat and case, its ``(D, H, W)``
     label and a fresh ``Interaction`` (the same cases and clicks as the bench draws);
     ``readout`` replaces the schedule's (:mod:`mecca_rllib.envs.readout`)."""
-    from mecca_rllib.baselines import Interaction
+    from mecca_rllib.baselines import Interaction, with_schedule
     from mecca_rllib.bench.run import SMALL
 
     protocol = SMALL.protocol
     if readout is not None:
-        protocol = dataclasses.replace(protocol, schedule=dataclasses.replace(protocol.schedule, readout=readout))
+        protocol = with_schedule(protocol, readout=readout)
     for r in range(protocol.repeats):
         for c in range(len(data.test)):
             data_rng, click_rng = protocol.streams(r, c)

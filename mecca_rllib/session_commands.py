@@ -267,12 +267,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         steps=args.steps, initial_clicks=args.initial_clicks, clicks_per_step=args.clicks_per_step,
         click_mode=args.click_mode, hint_channels=training_hint_channels(module),
         hint_kernel=training_hint_kernel(module) if args.hint_kernel is None else args.hint_kernel,
-        readout=args.readout,
+        readout=args.readout, advice_mode=args.advice_mode,
     )  # fmt: skip
     advice = _TimedAdvice(make_advice_fn(k=args.k)) if args.guided else None
     label = "MECCA guided" if args.guided else "MECCA"
+    first = " (advice first)" if args.guided and args.advice_mode == "first" else ""
     print(f"{len(source)} case(s) x {args.repeats} repeat(s), shape {shape}, T = {args.steps}, "
-          f"{'guided' if args.guided else 'unguided'} clicks")  # fmt: skip
+          f"{'guided' if args.guided else 'unguided'} clicks{first}")  # fmt: skip
     result = evaluate_method(
         ModuleSegmenter(backend, label, explore=args.explore, seed=args.seed), source,
         Protocol(schedule, repeats=args.repeats, seed=args.seed), advice_fn=advice,
@@ -339,6 +340,8 @@ def _guarded(func: Any) -> Any:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mecca segment``, ``mecca evaluate`` and ``mecca export``."""
+    from mecca_rllib.envs.simulated_user import ADVICE_MODES
+
     p = subparsers.add_parser(
         "segment", help="segment one scan with a trained policy and a clicks JSON file",
         description="Run a trained MECCA policy on IMAGE with the clicks of a JSON file (a list of "
@@ -386,6 +389,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="hint kernel in network voxels (default: the checkpoint's training value)")
     p.add_argument("--guided", action="store_true", help="simulated clicks only inside the advice regions")
     p.add_argument("--k", type=int, default=5, help="number of advice regions with --guided (default 5)")
+    p.add_argument("--advice-mode", choices=ADVICE_MODES, default=ADVICE_MODES[0],
+                   help="with --guided: clicks only inside the advice regions (the paper; default) "
+                        "or there first, then elsewhere")
     p.add_argument("--explore", action="store_true", help="sample actions instead of the argmax")
     p.add_argument("--seed", type=int, default=0,
                    help="root seed of the protocol's click and crop streams (as mecca bench's "

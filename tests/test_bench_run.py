@@ -1,5 +1,6 @@
 """``mecca bench``: the command line and a miniature end-to-end benchmark."""
 import argparse
+import dataclasses
 import re
 
 import pytest
@@ -46,6 +47,10 @@ def test_cli_options_reach_the_benchmark(monkeypatch, tmp_path):
     assert config.budget == Budget("env_steps", 8000) and config.shape == SMALL.shape
     assert config.settings.lr == SMALL.settings.lr and config.protocol.repeats == 3
     assert config.protocol.schedule == SMALL.protocol.schedule  # the small hint kernel is kept
+    config = run_cli(monkeypatch, "--small", "--advice-mode", "first", "--readout", "threshold")
+    assert config.protocol.schedule == dataclasses.replace(
+        SMALL.protocol.schedule, advice_mode="first", readout="threshold")
+    assert config.settings.schedule.readout == "threshold"  # training reads p as the test does
     with pytest.raises(ValueError, match="--quick and --small"):
         run_cli(monkeypatch, "--quick", "--small")
 

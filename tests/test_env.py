@@ -222,6 +222,16 @@ def test_advice_restricts_the_next_clicks():
     env.set_advice(None)
 
 
+def test_advice_mode_first_fills_the_step_outside_the_advice():
+    env = make(clicks_per_step=4, advice_mode="first")
+    env.reset()
+    env.set_advice(np.zeros(env.shape, bool))  # advice with nothing wrong in it
+    _, _, _, _, info = env.step(np.full(env.shape, 0, np.uint8))
+    assert len(info["clicks"][5:]) == 4  # "only" would place none
+    with pytest.raises(ValueError, match="advice_mode"):
+        make(advice_mode="anywhere")
+
+
 def test_external_clicks_are_validated_and_drawn():
     env = make()
     env.reset()

@@ -51,6 +51,9 @@ def test_evaluate_guided_reports_guide_time(checkpoint, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "guided clicks" in text and ", guide " in text
+    rc = main(["evaluate", "--checkpoint", str(checkpoint), "--data", "synthetic", *FAST, "--guided",
+               "--advice-mode", "first"])
+    assert rc == 0 and "guided clicks (advice first)" in capsys.readouterr().out
 
 
 def test_evaluate_bad_input(checkpoint, tmp_path, capsys):

@@ -71,6 +71,25 @@ def test_clicks_respect_the_advice_mask():
 
 
 @pytest.mark.parametrize("mode", ["edge", "largest_error"])
+def test_advice_first_clicks_the_advice_then_elsewhere(mode):
+    label = _cube((8, 16, 16), (2, 4, 4), (6, 12, 12))
+    pred = np.zeros(label.shape, bool)  # the whole object is missed
+    advice = np.zeros(label.shape, bool)
+    advice[3, 4:6, 3:5] = True  # holds 2 wrong (object) voxels
+    only, first = SimulatedUser(mode, "only"), SimulatedUser(mode, "first")
+    only.start(label)
+    first.start(label)
+    strict = only.click(pred, 6, np.random.default_rng(0), advice=advice)
+    filled = first.click(pred, 6, np.random.default_rng(0), advice=advice)
+    assert len(strict) == 2 and advice[tuple(strict.T)].all()  # "only": fewer clicks, none twice
+    assert len(filled) == 6 and label[tuple(filled.T)].all()  # every click on a wrong voxel
+    assert advice[tuple(filled.T)].tolist() == [True, True, False, False, False, False]
+    assert len({tuple(p) for p in filled}) == 6
+    with pytest.raises(ValueError, match="advice_mode"):
+        SimulatedUser(mode, "anywhere")
+
+
+@pytest.mark.parametrize("mode", ["edge", "largest_error"])
 def test_no_clicks_without_an_object(mode):
     user = SimulatedUser(mode)
     user.start(np.zeros((4, 4, 4), np.uint8))

@@ -1,6 +1,6 @@
 """Baselines of the benchmark (MECCA.md §7, Table 1) and the one interface every method
 is evaluated through (:class:`Segmenter`)."""
-from mecca_rllib.baselines.interaction import ClickSchedule, Interaction
+from mecca_rllib.baselines.interaction import ClickSchedule, Interaction, with_schedule
 from mecca_rllib.baselines.segmenter import ModuleSegmenter, Segmenter, StepOutput
 from mecca_rllib.baselines.supervised import (
     KINDS,
@@ -25,4 +25,5 @@ __all__ = [
     "TrainResult",
     "segmentation_loss",
     "train_supervised",
+    "with_schedule",
 ]

@@ -14,7 +14,7 @@ it (a supervised network predicts it outright; MECCA adds its action values). An
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from mecca_rllib.envs import DEFAULT_CONFIG, ClickHints, SimulatedUser
 from mecca_rllib.envs.readout import segmentation
 from mecca_rllib.envs.rollout import StepOutput
 
-__all__ = ["ClickSchedule", "Interaction"]
+__all__ = ["ClickSchedule", "Interaction", "with_schedule"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class ClickSchedule:
         hint_channels: 1 (all clicks in one map, the paper) or 2 (foreground/background).
         readout: how p becomes the segmentation the user sees and clicks against
             (:mod:`mecca_rllib.envs.readout`).
+        advice_mode: how the interaction guide's advice steers the clicks: ``"only"``
+            inside it (the paper) or ``"first"`` there, then elsewhere
+            (:mod:`mecca_rllib.envs.simulated_user`).
     """
 
     steps: int = int(DEFAULT_CONFIG["steps"])
@@ -48,6 +51,7 @@ class ClickSchedule:
     hint_kernel: int = int(DEFAULT_CONFIG["hint_kernel"])
     hint_channels: int = int(DEFAULT_CONFIG["hint_channels"])
     readout: str = str(DEFAULT_CONFIG["readout"])
+    advice_mode: str = str(DEFAULT_CONFIG["advice_mode"])
 
     def env_config(self) -> dict[str, Any]:
         """The same schedule as ``InteractiveSegEnv`` config keys."""
@@ -57,6 +61,12 @@ class ClickSchedule:
     def from_env_config(cls, config: Mapping[str, Any]) -> "ClickSchedule":
         """The schedule of an env config (missing keys take the env's defaults)."""
         return cls(**{f.name: config.get(f.name, DEFAULT_CONFIG[f.name]) for f in fields(cls)})
+
+
+def with_schedule(holder: Any, **changes: Any) -> Any:
+    """A copy of the dataclass ``holder`` (a bench ``Protocol`` or ``TrainSettings``) whose
+    ``schedule`` has ``changes`` (``ClickSchedule`` fields, e.g. ``readout="threshold"``)."""
+    return replace(holder, schedule=replace(holder.schedule, **changes))
 
 
 class Interaction:
@@ -90,7 +100,7 @@ class Interaction:
         self.mask = segmentation(self.obs[1], None, schedule.readout)  # checks the readout
         self._hints = ClickHints(image.shape, schedule.hint_kernel, schedule.hint_channels,
                                  out=self.obs[2:])
-        self._user = SimulatedUser(schedule.click_mode)
+        self._user = SimulatedUser(schedule.click_mode, schedule.advice_mode)
         self._user.start(self.label)
         self._rng = rng
         self._place(schedule.initial_clicks, None)

@@ -45,6 +45,7 @@ def _positive_int(text: str) -> int:
 def _main(args: argparse.Namespace) -> int:
     import torch
 
+    from mecca_rllib.baselines import with_schedule
     from mecca_rllib.budget import parse_budget
     from mecca_rllib.bench.run import FULL, QUICK, SMALL, demo_settings, run_bench
 
@@ -76,7 +77,9 @@ def _main(args: argparse.Namespace) -> int:
     if args.repeats:
         protocol = dataclasses.replace(protocol, repeats=args.repeats)
     if args.readout:
-        protocol = dataclasses.replace(protocol, schedule=dataclasses.replace(protocol.schedule, readout=args.readout))
+        protocol = with_schedule(protocol, readout=args.readout)
+    if args.advice_mode:
+        protocol = with_schedule(protocol, advice_mode=args.advice_mode)
     changes["protocol"] = protocol
     if args.methods:
         changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -93,7 +96,7 @@ def _main(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.readout:  # the users the methods train with read p as the test users do
-        settings = dataclasses.replace(settings, schedule=dataclasses.replace(settings.schedule, readout=args.readout))
+        settings = with_schedule(settings, readout=args.readout)
     changes["settings"] = dataclasses.replace(
         settings, device=device,
         seed=config.settings.seed if args.seed is None else args.seed)
@@ -130,6 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mecca bench`` to the ``mecca`` command line."""
     from mecca_rllib.envs import DEFAULT_CONFIG
     from mecca_rllib.envs.readout import READOUTS
+    from mecca_rllib.envs.simulated_user import ADVICE_MODES
 
     p = subparsers.add_parser(
         "bench", help="benchmark MECCA against its baselines and write a report",
@@ -182,5 +186,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--readout", default=None, choices=READOUTS,
                    help="how p becomes the segmentation, in training and test (default: the "
                         f"env's, {DEFAULT_CONFIG['readout']}; README 'Eleventh round')")
+    p.add_argument("--advice-mode", default=None, choices=ADVICE_MODES,
+                   help="MECCA (guided): clicks only inside the advice regions (the paper; "
+                        "default) or there first, then elsewhere (README 'Twelfth round')")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_main)

@@ -237,8 +237,10 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
             if spec.guided_variant and config.guided:
                 from mecca_rllib.guide import make_advice_fn
 
+                first = config.protocol.schedule.advice_mode == "first"
                 guided = evaluate_method(trained.segmenter, data.test, config.protocol,
-                                         advice_fn=make_advice_fn(), name=f"{spec.name} (guided)",
+                                         advice_fn=make_advice_fn(),
+                                         name=f"{spec.name} (guided{', advice first' if first else ''})",
                                          progress=progress)
                 guided.training = spent
                 results.append(guided)

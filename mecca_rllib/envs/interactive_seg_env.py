@@ -37,7 +37,7 @@ from mecca_rllib.data import DataError, VolumeSource, augment, open_source
 from mecca_rllib.envs.hints import HINT_CHANNELS, ClickHints
 from mecca_rllib.envs.readout import check_readout, segmentation
 from mecca_rllib.envs.rollout import step_tenths
-from mecca_rllib.envs.simulated_user import CLICK_MODES, SimulatedUser
+from mecca_rllib.envs.simulated_user import ADVICE_MODES, CLICK_MODES, SimulatedUser
 from mecca_rllib.envs.spaces import ACTION_VALUES, VoxelActions, VoxelObservations
 from mecca_rllib.metrics import dice as dice_score
 
@@ -61,6 +61,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "channel": None,
     "label_value": None,
     "readout": "hold",
+    "advice_mode": "only",
 }
 
 EPS = 1e-6  # probability clamp of the cross-entropy (MECCA.md §3)
@@ -93,6 +94,8 @@ def _config(config: Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> d
     check_readout(cfg["readout"])
     if cfg["click_mode"] not in CLICK_MODES:
         raise ValueError(f"click_mode must be one of {CLICK_MODES}, got {cfg['click_mode']!r}")
+    if cfg["advice_mode"] not in ADVICE_MODES:
+        raise ValueError(f"advice_mode must be one of {ADVICE_MODES}, got {cfg['advice_mode']!r}")
     if not 0.0 <= float(cfg["labeled_fraction"]) <= 1.0:
         raise ValueError(f"labeled_fraction must be in [0, 1], got {cfg['labeled_fraction']!r}")
     ratio = cfg["labeled_episode_ratio"]
@@ -148,7 +151,7 @@ class InteractiveSegEnv(gym.Env):
 
         self._obs = np.zeros((2 + channels, *self.shape), np.float32)  # image, p, hint(s)
         self._hints = ClickHints(self.shape, cfg["hint_kernel"], channels, out=self._obs[2:])
-        self._user = SimulatedUser(cfg["click_mode"])
+        self._user = SimulatedUser(cfg["click_mode"], cfg["advice_mode"])
         self._tenths = np.full(self.shape, 5, np.int8)  # p in tenths
         self._mask = np.zeros(self.shape, bool)  # the segmentation (readout of p)
         self._slot_base = np.zeros(self.shape, np.int16)  # 11 * label

@@ -14,18 +14,24 @@ Modes:
   clicks at once, the ball of that radius around each click is removed from the error
   before the next one is placed, so the clicks cover the error from the largest region down.
 
-In both modes a point is never clicked twice, an optional ``advice`` mask (from the
-interaction guide, MECCA.md §4) restricts where clicks may go, and a label without
-foreground gets no clicks at all (there is no object, hence no edge, to click).
+In both modes a point is never clicked twice and a label without foreground gets no clicks
+at all (there is no object, hence no edge, to click). An optional ``advice`` mask (from the
+interaction guide, MECCA.md §4) steers the clicks, as ``advice_mode`` says:
+
+- ``"only"`` (the paper: "the simulated user may be told to click only inside them"):
+  clicks go inside the mask only, so there are fewer when it holds fewer wrong voxels;
+- ``"first"``: the mask's wrong voxels are clicked first, the remaining clicks go where the
+  user would click without advice (a user who looks at the advice, then at the rest).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["CLICK_MODES", "SimulatedUser", "boundary_map", "farthest_points", "validate_points"]
+__all__ = ["ADVICE_MODES", "CLICK_MODES", "SimulatedUser", "boundary_map", "farthest_points", "validate_points"]
 
 CLICK_MODES = ("edge", "largest_error")
+ADVICE_MODES = ("only", "first")
 
 _FACE = ndimage.generate_binary_structure(3, 1)  # 6-connectivity
 _NO_POINTS = np.zeros((0, 3), np.int32)
@@ -133,10 +139,11 @@ def _largest_error_points(allowed: np.ndarray, n: int) -> np.ndarray:
         flat = int(np.argmax(np.where(inside, region_dist, -1.0)))
         local = np.array(np.unravel_index(flat, inside.shape))
         points.append(local + [s.start for s in box])
-        radius = float(region_dist.flat[flat])  # >= 1 for an error voxel
+        radius = float(region_dist.flat[flat])  # 0 once a carved ball's rim is all that is left
         grid = np.ogrid[tuple(slice(0, e) for e in inside.shape)]
         to_ball = np.sqrt(sum((g - c) ** 2.0 for g, c in zip(grid, local))) - radius
-        inside &= to_ball >= 0  # carve the open ball (at least the point itself)
+        inside &= to_ball >= 0  # carve the open ball
+        inside[tuple(local)] = False  # and the point itself, whose ball may be empty
         np.minimum(region_dist, np.where(inside, to_ball, region_dist), out=region_dist)
         region[region == k] = 0
         sizes[k] = 0
@@ -160,10 +167,13 @@ class SimulatedUser:
     segmentation whenever the user should interact.
     """
 
-    def __init__(self, mode: str = "edge") -> None:
+    def __init__(self, mode: str = "edge", advice_mode: str = "only") -> None:
         if mode not in CLICK_MODES:
             raise ValueError(f"click_mode must be one of {CLICK_MODES}, got {mode!r}")
+        if advice_mode not in ADVICE_MODES:
+            raise ValueError(f"advice_mode must be one of {ADVICE_MODES}, got {advice_mode!r}")
         self.mode = mode
+        self.advice_mode = advice_mode
         self._label: np.ndarray | None = None
 
     def start(self, label: np.ndarray) -> None:
@@ -200,8 +210,9 @@ class SimulatedUser:
     ) -> np.ndarray:
         """Place up to ``n`` new clicks where ``pred`` (bool ``(D, H, W)``) is wrong.
 
-        ``advice`` (bool ``(D, H, W)`` or ``None``) restricts clicks to its voxels. Returns the
-        new clicks as int32 ``(k, 3)``, ``k <= n`` (fewer when not enough wrong voxels exist).
+        ``advice`` (bool ``(D, H, W)`` or ``None``) steers the clicks as ``advice_mode`` says
+        (only inside it, or inside it first). Returns the new clicks as int32 ``(k, 3)``,
+        ``k <= n`` (fewer when not enough wrong voxels exist).
         """
         label = self._require_label()
         if pred.shape != label.shape:
@@ -210,19 +221,29 @@ class SimulatedUser:
             return _NO_POINTS.copy()
         allowed = np.not_equal(pred, label)
         allowed &= ~self._clicked
-        if advice is not None:
-            allowed &= advice
-        if self.mode == "edge":
-            on_edge = allowed & self._boundary
-            pts = farthest_points(_coords(on_edge), n, rng)
-            if len(pts) < n:
-                allowed &= ~on_edge
-                more = farthest_points(_coords(allowed), n - len(pts), rng, existing=pts)
-                pts = np.concatenate([pts, more])
+        if advice is None:
+            pts = self._pick(allowed, n, rng)
         else:
-            pts = _largest_error_points(allowed, n)
+            pts = self._pick(allowed & advice, n, rng)
+            if self.advice_mode == "first" and len(pts) < n:
+                outside = allowed & ~advice
+                pts = np.concatenate([pts, self._pick(outside, n - len(pts), rng, existing=pts)])
         self._clicked[tuple(pts.T)] = True
         self._history.append(pts)
+        return pts
+
+    def _pick(self, allowed: np.ndarray, n: int, rng: np.random.Generator,
+              existing: np.ndarray | None = None) -> np.ndarray:
+        """Up to ``n`` clicks among the ``allowed`` voxels (bool ``(D, H, W)``) by the click
+        mode; edge clicks are spread away from ``existing`` points ``(E, 3)`` when given."""
+        if self.mode != "edge":
+            return _largest_error_points(allowed, n)
+        on_edge = allowed & self._boundary
+        pts = farthest_points(_coords(on_edge), n, rng, existing=existing)
+        if len(pts) < n:
+            spread = pts if existing is None else np.concatenate([existing, pts])
+            more = farthest_points(_coords(allowed & ~on_edge), n - len(pts), rng, existing=spread)
+            pts = np.concatenate([pts, more])
         return pts
 
     def _require_label(self) -> np.ndarray:
