@@ -61,6 +61,29 @@ def train_like_bench(weighting: str, data: Any, settings: Any, env_steps: int | 
         ray.shutdown()
 
 
+def load_or_train(weighting: str, data: Any, settings: Any, *, load: str | None = None,
+                  save: str | None = None, env_steps: int | None = None) -> Any:
+    """The RLModule whose state dict ``load`` holds (built for ``settings`` and the data's
+    shape), or one trained by :func:`train_like_bench` and, with ``save``, saved there;
+    returned in eval mode."""
+    import time
+
+    import torch
+
+    from mecca_rllib.policies.checkpoints import build_module
+
+    if load:
+        module = build_module(settings.model_config(), tuple(data.train.shape))
+        module.load_state_dict(torch.load(load, weights_only=True))
+    else:
+        start = time.perf_counter()
+        module = train_like_bench(weighting, data, settings, env_steps).module
+        print(f"trained {weighting} in {time.perf_counter() - start:.0f} s", flush=True)
+        if save:
+            torch.save(module.state_dict(), save)
+    return module.eval()
+
+
 def validation_episodes(data: Any, readout: str | None = None) -> Iterator[tuple[np.ndarray, Any]]:
     """The bench protocol's episodes on ``data.test``: per repeat and case, its ``(D, H, W)``
     label and a fresh ``Interaction`` (the same cases and clicks as the bench draws);

@@ -31,7 +31,6 @@ import argparse
 import functools
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -39,8 +38,8 @@ import torch
 from mecca_rllib.envs.readout import READOUTS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench_validation import (add_bench_arguments, bench_settings, open_validation,  # noqa: E402
-                               train_like_bench, validation_episodes)
+from _bench_validation import (add_bench_arguments, bench_settings, load_or_train,  # noqa: E402
+                               open_validation, validation_episodes)
 
 #: Voxels whose p before the step is one of these tenths count as undecided: one +-0.1 move
 #: takes them across the threshold (foreground is p > 0.5, MECCA.md §1).
@@ -88,23 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     from mecca_rllib.envs.rollout import (StepOutput, action_values, choose_actions, play_episode,
                                           probability, step_tenths)
     from mecca_rllib.metrics import dice as dice_score
-    from mecca_rllib.policies.checkpoints import build_module
     from mecca_rllib.policies.reward_shaping import register_weighting
 
-    settings = bench_settings(args.seed, args.override)
+    if args.weighting == "scaled" and not args.load:
+        register_weighting("scaled", functools.partial(_scaled, scale=args.scale), overwrite=True)
     data = open_validation(args.dataset)
-    if args.load:
-        module = build_module(settings.model_config(), tuple(data.train.shape))
-        module.load_state_dict(torch.load(args.load, weights_only=True))
-    else:
-        if args.weighting == "scaled":
-            register_weighting("scaled", functools.partial(_scaled, scale=args.scale), overwrite=True)
-        start = time.perf_counter()
-        module = train_like_bench(args.weighting, data, settings, args.env_steps).module
-        print(f"trained {args.weighting} in {time.perf_counter() - start:.0f} s", flush=True)
-        if args.save:
-            torch.save(module.state_dict(), args.save)
-    module.eval()
+    module = load_or_train(args.weighting, data, bench_settings(args.seed, args.override),
+                           load=args.load, save=args.save, env_steps=args.env_steps)
 
     agreement: list[list[tuple[float, float, float, float]]] = []
     dice: dict[str, list[list[float]]] = {"argmax": [], "sampled": [], "veto": []}

@@ -17,16 +17,14 @@ cases three ways and prints mean Dice (%) per step:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _bench_validation import (add_bench_arguments, bench_settings, open_validation,  # noqa: E402
-                               train_like_bench)
+from _bench_validation import (add_bench_arguments, bench_settings, load_or_train,  # noqa: E402
+                               open_validation)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,20 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     from mecca_rllib.bench.protocol import evaluate_method
     from mecca_rllib.bench.run import SMALL
     from mecca_rllib.guide import make_advice_fn
-    from mecca_rllib.policies.checkpoints import build_module
 
-    settings = bench_settings(args.seed, args.override)
     data = open_validation(args.dataset)
-    if args.load:
-        module = build_module(settings.model_config(), tuple(data.train.shape))
-        module.load_state_dict(torch.load(args.load, weights_only=True))
-    else:
-        start = time.perf_counter()
-        module = train_like_bench("confidence", data, settings, args.env_steps).module
-        print(f"trained MECCA in {time.perf_counter() - start:.0f} s", flush=True)
-        if args.save:
-            torch.save(module.state_dict(), args.save)
-    module.eval()
+    module = load_or_train("confidence", data, bench_settings(args.seed, args.override),
+                           load=args.load, save=args.save, env_steps=args.env_steps)
 
     ways = {"unguided": (SMALL.protocol, None),
             "guided, only": (SMALL.protocol, make_advice_fn()),

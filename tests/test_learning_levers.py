@@ -339,6 +339,26 @@ def test_bench_validation_scripts_train_as_the_bench_with_their_seed_and_overrid
         helper.bench_settings(0, ["protocol.repeats=2"])
 
 
+def test_bench_validation_scripts_load_a_saved_module_in_eval_mode(tmp_path):
+    """--load of confidence_check.py and guide_check.py: the state dict --save wrote, rebuilt
+    for the --small preset, ready to play (eval mode), with no training."""
+    from types import SimpleNamespace
+
+    from mecca_rllib.bench.run import SMALL
+    from mecca_rllib.policies.checkpoints import build_module
+
+    helper = _benchmark_module("_bench_validation")
+    settings = helper.bench_settings(0, [])
+    torch.manual_seed(0)
+    saved = build_module(settings.model_config(), SMALL.shape)
+    torch.save(saved.state_dict(), tmp_path / "m.pt")
+    data = SimpleNamespace(train=SimpleNamespace(shape=SMALL.shape))
+    loaded = helper.load_or_train("confidence", data, settings, load=str(tmp_path / "m.pt"))
+    assert not loaded.training
+    for (name, a), b in zip(saved.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_oracle_confidence_weighs_the_oracle_term_by_mecca_confidence_weight_only_for_mecca():
     from ray.rllib.core.columns import Columns
 
