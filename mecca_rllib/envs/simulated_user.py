@@ -28,7 +28,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["ADVICE_MODES", "CLICK_MODES", "SimulatedUser", "boundary_map", "farthest_points", "validate_points"]
+__all__ = ["ADVICE_MODES", "CLICK_MODES", "SimulatedUser", "boundary_map", "farthest_points",
+           "validate_points"]
 
 CLICK_MODES = ("edge", "largest_error")
 ADVICE_MODES = ("only", "first")
