@@ -96,6 +96,5 @@ def validation_episodes(data: Any, readout: str | None = None) -> Iterator[tuple
         protocol = with_schedule(protocol, readout=readout)
     for r in range(protocol.repeats):
         for c in range(len(data.test)):
-            data_rng, click_rng = protocol.streams(r, c)
-            image, label = data.test.get(c, data_rng)
-            yield label, Interaction(image, label, protocol.schedule, click_rng)
+            image, label, clicks = protocol.draw(data.test, r, c)
+            yield label, Interaction(image, label, protocol.schedule, clicks)

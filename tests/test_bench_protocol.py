@@ -129,3 +129,16 @@ def test_protocol_defaults_follow_the_paper():
             p.schedule.click_mode, p.schedule.hint_kernel) == (5, 5, 25, 5, "edge", 8)
     with pytest.raises(ValueError, match="repeats"):
         Protocol(repeats=0)
+
+
+def test_draw_gives_every_caller_the_same_episode(test_source):
+    """Protocol.draw is how the bench and the validation scripts get an episode: one
+    (repeat, case) always yields the same volume, label and click stream."""
+    protocol = Protocol(schedule=SCHEDULE, repeats=2)
+    (image, label, clicks), (image2, label2, clicks2) = (protocol.draw(test_source, 1, 0) for _ in range(2))
+    np.testing.assert_array_equal(image, image2)
+    np.testing.assert_array_equal(label, label2)
+    assert image.shape == label.shape == SHAPE
+    assert clicks.integers(1 << 30, size=4).tolist() == clicks2.integers(1 << 30, size=4).tolist()
+    first = [protocol.draw(test_source, r, 0)[2].integers(1 << 30, size=4).tolist() for r in (0, 1)]
+    assert first[0] != first[1]  # another repeat: another click stream

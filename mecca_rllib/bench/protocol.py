@@ -48,6 +48,14 @@ class Protocol:
         data, clicks = np.random.SeedSequence([self.seed, repeat, case]).spawn(2)
         return np.random.default_rng(data), np.random.default_rng(clicks)
 
+    def draw(self, source: VolumeSource, repeat: int, case: int
+             ) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+        """``(image, label, clicks)`` of one episode: the case's ``(D, H, W)`` volume and label
+        as this repeat's data stream crops them, and the episode's click stream."""
+        data_rng, click_rng = self.streams(repeat, case)
+        image, label = source.get(case, data_rng)
+        return image, label, click_rng
+
 
 @dataclass
 class MethodResult:
@@ -153,8 +161,7 @@ def evaluate_method(
         return out
 
     for r, c in tqdm(episodes, desc=f"evaluate {label_name}", unit="episode", disable=not progress):
-        data_rng, click_rng = protocol.streams(r, c)
-        image, label = source.get(c, data_rng)
+        image, label, click_rng = protocol.draw(source, r, c)
         start = time.perf_counter()
         episode = Interaction(image, label, schedule, click_rng)
         click_ms = (time.perf_counter() - start) * 1e3  # the clicks the next step consumes
