@@ -10,7 +10,7 @@ import pytest
 from mecca_rllib.bench.datasets import open_bench_data, open_test_data
 from mecca_rllib.bench.protocol import MethodResult
 from mecca_rllib.bench.report import write_report
-from mecca_rllib.bench.seeds import combine_seeds, summarize_seeds
+from mecca_rllib.bench.seeds import combine_seeds, paired_margins, summarize_seeds
 
 from test_bench_run import parse, run_cli
 
@@ -102,3 +102,31 @@ def test_merge_keeps_the_donor_rows_of_one_seed_and_names_the_donor(tmp_path):
         merge(new, other_seed, "--methods", "DeepIGeoS")
     with pytest.raises(ValueError, match="has no method 'InterCNN'"):
         merge(new, old, "--methods", "InterCNN")
+
+
+def test_the_margin_over_iter_mrl_is_paired_per_episode_and_given_with_its_seed_spread(tmp_path):
+    """Per seed, MECCA - IteR-MRL compares the same test episodes; across seeds the report gives
+    the spread and a 95 % interval, so a margin inside the seed noise reads as such."""
+    runs = []
+    for seed, shift in ((0, 2.0), (1, 0.0)):
+        iter_mrl, mecca = _result("IteR-MRL", 0.70), _result("MECCA", 0.70)
+        mecca.dice[0, :, -1] += shift / 100  # ahead by `shift` points on repeat 0's episodes only
+        out = tmp_path / f"seed{seed}"
+        write_report([iter_mrl, mecca], out, {"title": "t", "seed": seed, "budget": "b",
+                                               "dataset": "phantoms", "protocol": "T = 3"})
+        runs.append(str(out))
+    summaries, _ = summarize_seeds(runs)
+    by = {s.name: s for s in summaries}
+    margins = paired_margins(by["MECCA"], by["IteR-MRL"])
+    assert [m.seed for m in margins] == [0, 1]
+    episodes = REPEATS * CASES
+    diffs = np.array([2.0] * CASES + [0.0] * (episodes - CASES))
+    assert margins[0].mean == pytest.approx(diffs.mean())
+    assert margins[0].sem == pytest.approx(diffs.std(ddof=1) / np.sqrt(episodes))
+    assert margins[0].ahead == pytest.approx(CASES / episodes) and margins[0].episodes == episodes
+    assert margins[1].mean == pytest.approx(0.0) and margins[1].ahead == 0.0
+    text = combine_seeds(runs, tmp_path / "combined").read_text()
+    assert "| 0 | +1.00 ± 0.58 | 50 % of 4 |" in text
+    assert "Across 2 seeds: +0.50 (sd 0.71 over seeds; 95 % interval -5.85 to +6.85)" in text
+    by["IteR-MRL"].cases[1] = ["other", "cases"]  # seed 1 played other episodes: not paired
+    assert [m.seed for m in paired_margins(by["MECCA"], by["IteR-MRL"])] == [0]

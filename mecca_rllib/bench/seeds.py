@@ -5,9 +5,10 @@
 
 Per method and seed, Dice is first averaged over the test episodes (cases x click
 repeats); the report gives the mean ± std of those per-seed means across seeds (the
-spread a new training run would show), the per-step curve, empty-mask seeds and the
+spread a new training run would show), the per-step curve, empty-mask seeds, the
 acceptance checks of MECCA.md §7's ranking (MECCA above IteR-MRL, near or above the
-best supervised baseline, Dice rising with clicks).
+best supervised baseline, Dice rising with clicks) and MECCA - IteR-MRL paired per test
+episode with its uncertainty (is the margin larger than a new seed would move it?).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import numpy as np
 from mecca_rllib.bench.report import load_results
 from mecca_rllib.data.atomic import atomic_file
 
-__all__ = ["SeedSummary", "combine_seeds", "merge_methods", "summarize_seeds"]
+__all__ = ["PairedMargin", "SeedSummary", "combine_seeds", "merge_methods", "paired_margins",
+           "summarize_seeds"]
 
 #: A final Dice below this (in %) on every test episode counts as an empty-mask collapse.
 EMPTY_DICE = 1.0
@@ -30,13 +32,17 @@ EMPTY_DICE = 1.0
 
 @dataclass
 class SeedSummary:
-    """One method over seeds: ``per_step`` is ``(S, T)`` Dice in %, one row per seed."""
+    """One method over seeds: ``per_step`` is ``(S, T)`` Dice in %, one row per seed;
+    ``episodes`` holds per seed the final Dice of every test episode, ``(R * C,)`` in %, and
+    ``cases`` the test case names ``(C,)`` they were played on."""
 
     name: str
     seeds: list[int]
     per_step: np.ndarray
     empty_seeds: list[int]
     env_steps: list[float]
+    episodes: list[np.ndarray]
+    cases: list[list[str]]
 
     @property
     def final(self) -> np.ndarray:
@@ -71,7 +77,7 @@ def summarize_seeds(folders: Sequence[str | os.PathLike]) -> tuple[list[SeedSumm
     names = [r.name for r in runs[0][1]]
     summaries = []
     for name in names:
-        rows, empty, spent, used = [], [], [], []
+        rows, empty, spent, used, episodes, cases = [], [], [], [], [], []
         for seed, results, _ in runs:
             found = [r for r in results if r.name == name]
             if not found:
@@ -79,11 +85,71 @@ def summarize_seeds(folders: Sequence[str | os.PathLike]) -> tuple[list[SeedSumm
             dice = 100.0 * found[0].dice[..., 1:]  # (R, C, T) in %
             rows.append(dice.reshape(-1, dice.shape[-1]).mean(axis=0))
             used.append(seed)
+            episodes.append(dice[..., -1].reshape(-1))
+            cases.append(list(found[0].cases))
             spent.append(float(found[0].training.get("env_steps", float("nan"))))
             if float(dice[..., -1].max()) < EMPTY_DICE:
                 empty.append(seed)
-        summaries.append(SeedSummary(name, used, np.stack(rows), empty, spent))
+        summaries.append(SeedSummary(name, used, np.stack(rows), empty, spent, episodes, cases))
     return summaries, [m for _, _, m in runs]
+
+
+@dataclass(frozen=True)
+class PairedMargin:
+    """``a - b`` at the final step for one training seed, over the test episodes both methods
+    played (the same case and click stream): ``mean`` and its standard error ``sem`` in Dice
+    points, ``ahead`` the share of episodes where ``a`` is higher, ``episodes`` their count."""
+
+    seed: int
+    mean: float
+    sem: float
+    ahead: float
+    episodes: int
+
+
+def paired_margins(a: SeedSummary, b: SeedSummary) -> list[PairedMargin]:
+    """``a - b`` per training seed both ran, paired per test episode; a seed whose two runs
+    did not play the same episodes (other cases or repeats) is left out."""
+    margins = []
+    for seed, ep_a, cases_a in zip(a.seeds, a.episodes, a.cases):
+        if seed not in b.seeds:
+            continue
+        k = b.seeds.index(seed)
+        if b.cases[k] != cases_a or b.episodes[k].shape != ep_a.shape:
+            continue
+        diff = ep_a - b.episodes[k]
+        sem = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        margins.append(PairedMargin(seed, float(diff.mean()), sem, float((diff > 0).mean()), len(diff)))
+    return margins
+
+
+def _paired_section(summaries: list[SeedSummary]) -> list[str]:
+    """MECCA - IteR-MRL per seed (paired per episode) and across seeds, with a 95 % interval
+    over seeds (Student's t): the seed-to-seed spread is what decides whether a margin holds."""
+    from scipy import stats
+
+    by = {s.name: s for s in summaries}
+    if "MECCA" not in by or "IteR-MRL" not in by:
+        return []
+    margins = paired_margins(by["MECCA"], by["IteR-MRL"])
+    if not margins:
+        return []
+    lines = ["## MECCA - IteR-MRL, paired per test episode", "",
+             "Per seed both methods played the same test episodes (case and click stream): the "
+             "mean difference at the final step ± its standard error, and the share of episodes "
+             "where MECCA is ahead.", "",
+             "| training seed | MECCA - IteR-MRL (Dice points) | episodes MECCA ahead |", "|---|---|---|"]
+    lines += [f"| {m.seed} | {m.mean:+.2f} ± {m.sem:.2f} | {100 * m.ahead:.0f} % of {m.episodes} |"
+              for m in margins]
+    means = np.array([m.mean for m in margins])
+    if len(means) > 1:
+        sd = float(np.std(means, ddof=1))
+        half = float(stats.t.ppf(0.975, len(means) - 1) * sd / np.sqrt(len(means)))
+        lines += ["", f"Across {len(means)} seeds: {means.mean():+.2f} (sd {sd:.2f} over seeds; 95 % "
+                      f"interval {means.mean() - half:+.2f} to {means.mean() + half:+.2f}). The seed "
+                      "spread, not the episode error, is what a new training run would move"
+                      + ("; with this few seeds the spread itself is poorly known." if len(means) < 4 else ".")]
+    return lines + [""]
 
 
 def _pm(values: np.ndarray) -> str:
@@ -150,7 +216,8 @@ def render_seeds(summaries: list[SeedSummary], metas: list[dict[str, Any]], titl
     for s in summaries:
         lines.append(f"| {s.name} | " + " | ".join(_pm(s.per_step[:, t]) for t in range(steps)) + " |")
     lines += ["", "## Checks", ""] + [f"- {line}" for line in _checks(summaries)]
-    lines += ["", "![Dice per step across seeds](dice_per_step_seeds.png)", ""]
+    lines += ["", *_paired_section(summaries)]
+    lines += ["![Dice per step across seeds](dice_per_step_seeds.png)", ""]
     return "\n".join(lines)
 
 
