@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
                       f"{mecca.get('dice_final', float('nan')):.3f}, entropy "
                       f"{learner.get('entropy', float('nan')):.3f}, foreground share "
                       f"{learner.get(f'step{last}/foreground_share', float('nan')):.3f}, "
-                      f"+0.4 share {learner.get(f'step{last}/action_share_+0.4', float('nan')):.3f}",
+                      f"+0.4 share {learner.get(f'step{last}/action_share_+0.4', float('nan')):.3f}, "
+                      f"gate skill (accuracy, brier) at the last step "
+                      f"{learner.get(f'step{last}/confidence_skill_accuracy', float('nan')):.2f}, "
+                      f"{learner.get(f'step{last}/confidence_skill_brier', float('nan')):.2f}",
                       flush=True)
         train_s = time.perf_counter() - start
         module = algo.get_module()

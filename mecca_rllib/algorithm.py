@@ -146,7 +146,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         **kwargs,
     ) -> "MECCAConfig":
         """MECCA settings (MECCA.md §3); the reward settings (``alpha``, ``beta``,
-        ``reward_weighting``, ``confidence_form``, ``confidence_gate``,
+        ``reward_weighting``, ``confidence_form``, ``confidence_gate``, ``confidence_skill``,
         ``error_region_lambda``, ``focal_gamma``, ``reward_weighting_kwargs``,
         ``voxel_mean_reward``, ``confidence_lr``, ``normalize_advantages``,
         ``label_provider``) are those of ``MECCACoreConfigMixin.training``; other keyword

@@ -49,6 +49,7 @@ def test_step_diagnostics_match_hand_counts():
         step=torch.tensor([0, 1]), actions=actions, p_prev=p_prev, p_next=p_next, label=label,
         mask=torch.ones(2, 4), entropy=torch.full((2, 4), 0.5),
         conf_correct=torch.tensor([[1.0, 0, 1, 1], [1, 1, 1, 1]]), conf_mask=torch.ones(2, 4),
+        confidence=torch.tensor([[0.9, 0.2, 0.8, 0.3], [0.6, 0.6, 0.6, 0.6]]),
     )
     assert stats["step0/action_share_+0.4"] == 0.5 and stats["step0/action_share_-0.4"] == 0.5
     assert sum(v for k, v in stats.items() if k.startswith("step1/action_share")) == pytest.approx(1.0)
@@ -59,6 +60,11 @@ def test_step_diagnostics_match_hand_counts():
     # (to 0), voxel 3 down: all moved voxels moved toward their label
     assert stats["step1/misunderstanding"] == 0.0
     assert stats["step0/confidence_accuracy"] == 0.75 and stats["step1/entropy"] == 0.5
+    # the gate's skill: step 0's C > 0.5 exactly where the action helped (voxels 0 and 2);
+    # step 1's constant C says nothing (and every moved voxel helped: no failure to rank)
+    assert stats["step0/confidence_skill_accuracy"] == 1.0
+    assert 0.0 < stats["step0/confidence_skill_brier"] < 1.0
+    assert stats["step1/confidence_skill_accuracy"] == 0.0 and stats["step1/confidence_skill_brier"] == 0.0
 
 
 def test_collapse_reasons():

@@ -11,6 +11,7 @@ from mecca_rllib.data import DataError
 from mecca_rllib.envs import ACTION_VALUES
 from mecca_rllib.policies.reward_shaping import (
     ShapingInputs,
+    confidence_brier_skill,
     confidence_skill,
     confidence_weight,
     get_weighting,
@@ -108,6 +109,46 @@ def test_confidence_skill_is_zero_for_guessing_and_one_for_knowing():
     assert torch.allclose(confidence_skill(knows, gain), torch.ones(3, 1))
     coin = torch.rand(3, 500, generator=gen)
     assert float(confidence_skill(coin, gain).max()) < 0.1
+
+
+def test_brier_skill_credits_a_confidence_that_approves_every_action_but_ranks_them():
+    """The accuracy skill is 0 for a confidence that calls every action good (C > 0.5
+    everywhere) even when it is lower exactly where actions fail; the Brier skill is not."""
+    gen = torch.Generator().manual_seed(0)
+    gain = torch.where(torch.rand(3, 2000, generator=gen) < 0.9, 1.0, -1.0)  # 90 % helped
+    ranks = torch.where(gain > 0, 0.97, 0.6)  # approves all, less sure of the failures
+    assert torch.allclose(confidence_skill(ranks, gain), torch.zeros(3, 1))
+    assert float(confidence_brier_skill(ranks, gain).min()) > 0.3
+    rate = (gain > 0).float().mean(1, keepdim=True)
+    constant = rate.expand_as(gain)  # the base rate everywhere: no skill, by definition
+    assert torch.allclose(confidence_brier_skill(constant, gain), torch.zeros(3, 1), atol=1e-5)
+    assert torch.allclose(confidence_brier_skill(torch.where(gain > 0, 1.0, 0.0), gain), torch.ones(3, 1))
+    unmoved = torch.zeros_like(gain)  # no voxel moved: no evidence, no skill
+    assert torch.allclose(confidence_brier_skill(ranks, unmoved), torch.zeros(3, 1))
+
+
+def test_gate_scoring_is_chosen_by_confidence_skill():
+    from mecca_rllib import MECCAConfig
+
+    gen = torch.Generator().manual_seed(1)
+    label = (torch.rand(2, 400, generator=gen) < 0.3).float()
+    p_prev = torch.full_like(label, 0.5)
+    step = torch.where(torch.rand(2, 400, generator=gen) < 0.9, 0.2, -0.2)
+    p_next = p_prev + torch.where(label > 0, step, -step)
+    gain = ShapingInputs(p_prev, p_next, label).gain
+    inputs = ShapingInputs(p_prev, p_next, label, torch.where(gain > 0, 0.97, 0.6))
+    params = {"alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "confidence_gate": True}
+    weighting = get_weighting("confidence")
+    neutral = confidence_weight(torch.tensor(0.5), 0.8, 1.0, "focal")
+    assert torch.allclose(weighting(inputs, params), neutral * inputs.gain)  # "accuracy": closed
+    brier = weighting(inputs, {**params, "confidence_skill": "brier"})
+    weight = brier / inputs.gain
+    failed = inputs.gain < 0  # the less confident actions weigh more (MECCA.md §3, Eq. 8)
+    assert float(weight[failed].min()) > 1.5 * float(weight[~failed].max())  # (closed: equal)
+    with pytest.raises(ValueError, match="confidence_skill must be one of"):
+        weighting(inputs, {**params, "confidence_skill": "auc"})
+    with pytest.raises(ValueError, match="confidence_skill must be one of"):
+        MECCAConfig().training(confidence_skill="auc").validate()
 
 
 def test_gated_reward_falls_back_to_the_neutral_weight_where_confidence_guesses():

@@ -17,6 +17,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from mecca_rllib.envs.interactive_seg_env import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.policies.connectors import AddMECCATrainColumns, LabelProvider
 from mecca_rllib.policies.reward_shaping import (
+    CONFIDENCE_SKILLS,
     REWARD_DEFAULTS,
     Weighting,
     get_weighting,
@@ -68,6 +69,7 @@ class MECCACoreConfigMixin:
         reward_weighting: str | None = NotProvided,
         confidence_form: str = NotProvided,
         confidence_gate: bool = NotProvided,
+        confidence_skill: str = NotProvided,
         error_region_lambda: float = NotProvided,
         focal_gamma: float = NotProvided,
         reward_weighting_kwargs: Mapping[str, Any] = NotProvided,
@@ -92,6 +94,9 @@ class MECCACoreConfigMixin:
             confidence_gate: True (default): the confidence re-weights rewards only as far
                 as it beats chance at that step (``reward_shaping.confidence_skill``);
                 False: the paper's w(c) always.
+            confidence_skill: how the gate scores the confidence: ``"accuracy"`` (default:
+                of ``C > 0.5`` against the majority outcome) or ``"brier"`` (the Brier skill
+                score, threshold-free; ``reward_shaping.CONFIDENCE_SKILLS``).
             error_region_lambda: lambda of ``error_region`` (Eq. 14).
             focal_gamma: exponent of ``focal_prob`` (Eqs. 12-13).
             reward_weighting_kwargs: extra keyword parameters for the weighting.
@@ -109,7 +114,8 @@ class MECCACoreConfigMixin:
         set_provided(self, dict(
             alpha=alpha, beta=beta, reward_weighting=reward_weighting,
             confidence_form=confidence_form, confidence_gate=confidence_gate,
-            error_region_lambda=error_region_lambda, focal_gamma=focal_gamma,
+            confidence_skill=confidence_skill, error_region_lambda=error_region_lambda,
+            focal_gamma=focal_gamma,
             voxel_mean_reward=voxel_mean_reward, side_reward=side_reward, switch_cost=switch_cost,
             confidence_lr=confidence_lr, normalize_advantages=normalize_advantages,
             label_provider=label_provider,
@@ -186,6 +192,9 @@ class MECCACoreConfigMixin:
                 self._value_error(f"{name} must be a number >= 0, got {value!r}")
         if self.confidence_form not in ("paper", "focal"):
             self._value_error(f"confidence_form must be 'paper' or 'focal', got {self.confidence_form!r}")
+        if self.confidence_skill not in CONFIDENCE_SKILLS:
+            self._value_error(f"confidence_skill must be one of {sorted(CONFIDENCE_SKILLS)}, "
+                              f"got {self.confidence_skill!r}")
 
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(module_class=self.module_class)

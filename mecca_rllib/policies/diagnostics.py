@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from mecca_rllib.envs import ACTION_VALUES
+from mecca_rllib.policies.reward_shaping import CONFIDENCE_SKILLS, ShapingInputs
 
 # The policy counts as collapsed when (almost) every voxel ends on one side of p = 0.5 or
 # its per-voxel entropy falls below this (nats; log 6 = 1.79 is uniform over the 6 actions).
@@ -31,12 +32,16 @@ def step_diagnostics(
     entropy: torch.Tensor,
     conf_correct: torch.Tensor | None = None,
     conf_mask: torch.Tensor | None = None,
+    confidence: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Per step t: ``action_share_{+0.4,...}`` (share of voxels taking each action),
     ``mean_abs_dp`` (mean |p_next - p_prev|), ``foreground_share`` (share with
     p_next > 0.5), ``entropy`` (nats), ``misunderstanding`` (share of moved voxels that
     moved against their label, MECCA.md §1 / the paper's Definition 1), and
-    ``confidence_accuracy`` (C(s, a) > 0.5 matching Eq. 7's target, labeled voxels only).
+    ``confidence_accuracy`` (C(s, a) > 0.5 matching Eq. 7's target, labeled voxels only),
+    and with ``confidence`` (C(s, a) of the taken actions, ``(B, N)``) the confidence gate's
+    skill by each scoring (``confidence_skill_accuracy``, ``confidence_skill_brier``; the
+    mean over the step's rows, ``reward_shaping.CONFIDENCE_SKILLS``).
 
     Voxels count where ``mask`` > 0 (the segmentation-loss mask). ``actions (B, N)``
     integer indices; ``conf_correct (B, N)`` float {0, 1} and its ``conf_mask``.
@@ -60,6 +65,11 @@ def step_diagnostics(
         out[key + "misunderstanding"] = _masked_mean(wrong.float(), m * (dp != 0).float())
         if conf_correct is not None and conf_mask is not None and bool(conf_mask[rows].any()):
             out[key + "confidence_accuracy"] = _masked_mean(conf_correct[rows], conf_mask[rows])
+        if confidence is not None:
+            gain = ShapingInputs(p_prev=p_prev[rows], p_next=p_next[rows], label=label[rows]).gain
+            gain = gain * (m > 0)  # masked voxels count as unmoved
+            for name, score in CONFIDENCE_SKILLS.items():
+                out[f"{key}confidence_skill_{name}"] = float(score(confidence[rows], gain).mean())
     return out
 
 

@@ -106,7 +106,7 @@ def confidence_emphasis(config: Any, *, p_prev: torch.Tensor, p_next: torch.Tens
     gate's skill is per step), rescaled to mean 1 over the row's masked voxels."""
     inputs = ShapingInputs(p_prev=p_prev, p_next=p_next, label=label, confidence=confidence)
     weight = gated_confidence_weight(inputs, config.alpha, config.beta, config.confidence_form,
-                                     config.confidence_gate)
+                                     config.confidence_gate, config.confidence_skill)
     return weight / masked_mean_rows(weight, mask).clamp_min(1e-12).unsqueeze(1)
 
 
@@ -254,6 +254,7 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
                     p_prev=batch[Columns.OBS][:, 1].reshape(b, -1), p_next=batch[P_NEXT],
                     label=batch[REWARD_LABELS], mask=mask, entropy=entropy,
                     conf_correct=conf.correct, conf_mask=conf.mask,
+                    confidence=torch.sigmoid(conf_logits),
                 ))  # fmt: skip
         self.metrics.log_dict(
             {

@@ -96,14 +96,15 @@ def get_weighting(name: str) -> Weighting:
 
 
 # Config attributes every weighting may declare as a keyword parameter (MECCA.md §3).
-WEIGHTING_SETTINGS = ("alpha", "beta", "confidence_form", "confidence_gate", "error_region_lambda",
-                      "focal_gamma")
+WEIGHTING_SETTINGS = ("alpha", "beta", "confidence_form", "confidence_gate", "confidence_skill",
+                      "error_region_lambda", "focal_gamma")
 
 
 #: Defaults of the reward settings shared by ``MECCAConfig`` and the PPO/APPO configs
 #: (MECCA.md §3 and §6: alpha 0.8, beta 1; the confidence net's Adam lr 1e-4).
 REWARD_DEFAULTS: dict[str, Any] = {
-    "alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "confidence_gate": True, "error_region_lambda": 1.0,
+    "alpha": 0.8, "beta": 1.0, "confidence_form": "focal", "confidence_gate": True,
+    "confidence_skill": "accuracy", "error_region_lambda": 1.0,
     "focal_gamma": 2.0, "voxel_mean_reward": False, "confidence_lr": 1e-4, "side_reward": 0.0,
     "switch_cost": 0.0,
 }
@@ -203,43 +204,83 @@ def confidence_skill(confidence: torch.Tensor, gain: torch.Tensor) -> torch.Tens
     with chance the share of the majority outcome (helped or not), clipped at 0. A net that
     calls every action good when 80 % are good scores 0, like one that guesses.
     """
-    moved = gain != 0
-    helped = gain > 0
-    n = moved.sum(1, keepdim=True).clamp_min(1)
+    moved, helped, n, rate = _outcomes(gain)
     accuracy = (((confidence > 0.5) == helped) & moved).sum(1, keepdim=True) / n
-    rate = (helped & moved).sum(1, keepdim=True) / n
     chance = torch.maximum(rate, 1.0 - rate)
     return ((accuracy - chance) / (1.0 - chance).clamp_min(1e-6)).clamp(0.0, 1.0)
 
 
+def confidence_brier_skill(confidence: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """The Brier skill score of C as the probability that an action helped, per step:
+    ``(T, 1)`` in [0, 1].
+
+    Over the voxels whose p moved: ``1 - mean (c - helped)^2 / (rate (1 - rate))``, the
+    reference being the constant forecast ``rate`` (the share of actions that helped),
+    clipped at 0. Unlike :func:`confidence_skill` it needs no threshold: a confidence that
+    approves every action (``C > 0.5`` everywhere) but is lower where actions fail still
+    scores above 0, and that ranking is what w(c) uses. 0 where every moved voxel had the
+    same outcome (or none moved).
+    """
+    moved, helped, n, rate = _outcomes(gain)
+    brier = ((confidence - helped.float()) ** 2 * moved).sum(1, keepdim=True) / n
+    reference = rate * (1.0 - rate)
+    skill = (1.0 - brier / reference.clamp_min(1e-6)).clamp(0.0, 1.0)
+    return torch.where(reference > 0, skill, 0.0)  # one outcome only: nothing to tell apart
+
+
+def _outcomes(gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(moved, helped, n, rate)`` of per-voxel gains ``(T, N)``: which voxels moved and
+    which gained (``(T, N)`` bool), the moved count and the share that gained (``(T, 1)``)."""
+    moved = gain != 0
+    helped = gain > 0
+    n = moved.sum(1, keepdim=True).clamp_min(1)
+    return moved, helped, n, (helped & moved).sum(1, keepdim=True) / n
+
+
+#: How the confidence gate scores the confidence net (``confidence_skill`` setting).
+CONFIDENCE_SKILLS = {"accuracy": confidence_skill, "brier": confidence_brier_skill}
+
+
 def gated_confidence_weight(
     inputs: ShapingInputs, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal",
-    confidence_gate: bool = True,
+    confidence_gate: bool = True, confidence_skill: str = "accuracy",
 ) -> torch.Tensor:
     """w(c_i) of MECCA's self-adaptive reward, ``(T, N)`` (MECCA.md §3, Eq. 8).
 
     ``confidence_gate`` (default): rely on the confidence only as far as it beats chance at
-    that step (:func:`confidence_skill` s): ``w = s w(c) + (1 - s) w(0.5)``, so a confidence
-    net that has not learned yet (or has stopped being right) gives every voxel the
-    uninformative weight w(0.5) instead of steering by noise.
+    that step (skill s from :data:`CONFIDENCE_SKILLS`: ``"accuracy"`` of ``C > 0.5``, or
+    the ``"brier"`` skill score): ``w = s w(c) + (1 - s) w(0.5)``, so a confidence net that
+    has not learned yet (or has stopped being right) gives every voxel the uninformative
+    weight w(0.5) instead of steering by noise.
     """
     assert inputs.confidence is not None
     weight = confidence_weight(inputs.confidence, alpha, beta, confidence_form)
     if confidence_gate:
-        skill = confidence_skill(inputs.confidence, inputs.gain)
+        skill = gate_skill(inputs.confidence, inputs.gain, confidence_skill)
         neutral = confidence_weight(torch.full_like(skill, 0.5), alpha, beta, confidence_form)
         weight = skill * weight + (1.0 - skill) * neutral
     return weight
 
 
+def gate_skill(confidence: torch.Tensor, gain: torch.Tensor, kind: str = "accuracy") -> torch.Tensor:
+    """The gate's skill ``(T, 1)`` of ``confidence`` ``(T, N)`` by the :data:`CONFIDENCE_SKILLS`
+    entry ``kind``."""
+    try:
+        score = CONFIDENCE_SKILLS[kind]
+    except KeyError:
+        raise ValueError(f"confidence_skill must be one of {sorted(CONFIDENCE_SKILLS)}, got {kind!r}") from None
+    return score(confidence, gain)
+
+
 def confidence_weighting(
     inputs: ShapingInputs, alpha: float = 0.8, beta: float = 1.0, confidence_form: str = "focal",
-    confidence_gate: bool = True,
+    confidence_gate: bool = True, confidence_skill: str = "accuracy",
 ) -> torch.Tensor:
     """MECCA's self-adaptive reward r_i = w(c_i) * gain_i (MECCA.md §3, Eq. 8), with w from
     :func:`gated_confidence_weight` (a confidence without skill leaves IteR-MRL's reward,
     scaled by w(0.5))."""
-    return gated_confidence_weight(inputs, alpha, beta, confidence_form, confidence_gate) * inputs.gain
+    return gated_confidence_weight(inputs, alpha, beta, confidence_form, confidence_gate,
+                                   confidence_skill) * inputs.gain
 
 
 register_weighting("none", no_weighting)

@@ -38,8 +38,8 @@ class VoxelRewardConfigMixin(MECCACoreConfigMixin):
                 confidence net's loss (Eq. 6); sets ``reward_weighting="confidence"``.
             reward_weighting: a registered weighting; default (None): ``"confidence"`` with
                 ``self_adaptive_reward``, else ``"none"`` (plain gain, Eq. 9).
-            alpha, beta, confidence_form, confidence_gate, error_region_lambda, focal_gamma,
-            reward_weighting_kwargs, voxel_mean_reward, side_reward, switch_cost, confidence_lr,
+            alpha, beta, confidence_form, confidence_gate, confidence_skill, error_region_lambda,
+            focal_gamma, reward_weighting_kwargs, voxel_mean_reward, side_reward, switch_cost, confidence_lr,
             label_provider:
                 as in ``MECCACoreConfigMixin.training`` (and ``MECCAConfig.training``).
             normalize_advantages: standardize the per-voxel advantages over the masked
