@@ -112,6 +112,21 @@ def test_module_keep_side_option_changes_every_policy_path_alike():
     torch.testing.assert_close(net.policy_logits(obs), expected)
 
 
+def test_signed_confidence_is_symmetric_in_the_action_and_reaches_the_inference_net():
+    """``conf_signed``: C(s, -a) = 1 - C(s, a) for every action (its logit is a belief in the
+    foreground times the direction), in training and in the exported net alike."""
+    m = make_module(conf_signed=True)
+    obs = obs_batch()
+    actions = torch.randint(0, 6, (2, *SHAPE), generator=torch.Generator().manual_seed(3))
+    out = m.forward_train({Columns.OBS: obs, Columns.ACTIONS: actions})
+    torch.testing.assert_close(out[CONF_LOGITS_FLIPPED], -out[CONF_LOGITS])
+    plain = make_module().forward_train({Columns.OBS: obs, Columns.ACTIONS: actions})
+    assert not torch.allclose(plain[CONF_LOGITS_FLIPPED], -plain[CONF_LOGITS])  # the default is not
+    net = InferenceNet.from_module(m)
+    values = torch.as_tensor(ACTION_VALUES, dtype=torch.float32)[actions.long()]
+    torch.testing.assert_close(net.confidence_net(obs, values), out[CONF_LOGITS], atol=1e-5, rtol=1e-4)
+
+
 def test_module_exploration_returns_uint8_actions_only():
     m = make_module()
     out = m.forward_exploration({Columns.OBS: obs_batch()})

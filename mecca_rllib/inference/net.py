@@ -61,7 +61,8 @@ class InferenceNet(nn.Module):
         self.model_config = cfg
         self.trunk = dilated_stack(in_channels, width, dilations[:3], dropout)
         self.policy_head = Head(width, NUM_ACTIONS, dilations[3:], dropout)
-        self.confidence_net = ConfidenceNet(in_channels, width, conf_dilations, dropout)
+        self.confidence_net = ConfidenceNet(in_channels, width, conf_dilations, dropout,
+                                            bool(cfg.get("conf_signed") or False))
         self.memory_format = (torch.channels_last_3d if cfg.get("channels_last", True)
                               else torch.contiguous_format)
         self.to(memory_format=self.memory_format)

@@ -97,16 +97,23 @@ class ConfidenceNet(nn.Module):
 
     ACTION_SCALE = 2.5  # 1 / max |a|
 
-    def __init__(self, in_channels: int, width: int, dilations: Sequence[int], dropout: float) -> None:
+    def __init__(self, in_channels: int, width: int, dilations: Sequence[int], dropout: float,
+                 signed: bool = False) -> None:
         super().__init__()
         if len(dilations) != 6:
             raise ValueError(f"conf_dilations must have 6 values (six blocks), got {tuple(dilations)}")
         self.blocks = dilated_stack(in_channels + 1, width, dilations, dropout)
         self.out = nn.Conv3d(width, 1, 1)
+        self.signed = signed
 
     def forward(self, obs: torch.Tensor, action_values: torch.Tensor) -> torch.Tensor:
         # Scale the action map to about [-1, 1] (|a| <= 0.4, MECCA.md §1) so it weighs as
         # much as the other input channels at initialisation.
         a = action_values.unsqueeze(1).to(obs.dtype) * self.ACTION_SCALE
-        x = torch.cat([obs, a], dim=1)
-        return self.out(self.blocks(x)).squeeze(1)
+        if not self.signed:
+            return self.out(self.blocks(torch.cat([obs, a], dim=1))).squeeze(1)
+        # ``signed``: the net reads the step size |a| and its logit is multiplied by the
+        # direction, so C(s, -a) = 1 - C(s, a) by construction and the logit is a belief
+        # that the voxel is foreground (Eq. 7's target is the direction's agreement with it).
+        logit = self.out(self.blocks(torch.cat([obs, a.abs()], dim=1)))
+        return (torch.sign(a) * logit).squeeze(1)

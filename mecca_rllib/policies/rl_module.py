@@ -29,6 +29,9 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "width": 16,
     "dilations": (1, 2, 4, 8, 16),
     "conf_dilations": (1, 2, 4, 8, 16, 1),
+    # The confidence net's logit times the action's direction (networks.ConfidenceNet;
+    # README "Thirteenth round"). False: the action map is one more input channel.
+    "conf_signed": False,
     "dropout": 0.0,
     "shape": None,
     "sample_in_module": True,
@@ -85,7 +88,8 @@ class MECCATorchRLModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
         self.trunk = dilated_stack(in_channels, width, dilations[:3], dropout)
         self.policy_head = Head(width, NUM_ACTIONS, dilations[3:], dropout)
         self.value_head = Head(width, 1, dilations[3:], dropout)
-        self.confidence_net = ConfidenceNet(in_channels, width, cfg["conf_dilations"], dropout)
+        self.confidence_net = ConfidenceNet(in_channels, width, cfg["conf_dilations"], dropout,
+                                            bool(cfg["conf_signed"]))
         xavier_init(self)
         self.register_buffer(
             "action_value_table", torch.tensor(np.asarray(ACTION_VALUES), dtype=torch.float32), persistent=False
