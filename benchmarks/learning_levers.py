@@ -28,6 +28,16 @@ import numpy as np
 import torch
 
 
+def _skills(learner: dict, steps: int) -> str:
+    """The confidence gate's skill at each interaction step of the last update, both scorings
+    (``reward_shaping.CONFIDENCE_SKILLS``), as ``a/b`` pairs; ``-`` where a step was not logged."""
+    pairs = []
+    for t in range(steps):
+        a, b = (learner.get(f"step{t}/confidence_skill_{k}") for k in ("accuracy", "brier"))
+        pairs.append("-" if a is None else f"{a:.2f}/{b:.2f}")
+    return " ".join(pairs)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="demo", help="train preset or config file")
@@ -81,9 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{learner.get('entropy', float('nan')):.3f}, foreground share "
                       f"{learner.get(f'step{last}/foreground_share', float('nan')):.3f}, "
                       f"+0.4 share {learner.get(f'step{last}/action_share_+0.4', float('nan')):.3f}, "
-                      f"gate skill (accuracy, brier) at the last step "
-                      f"{learner.get(f'step{last}/confidence_skill_accuracy', float('nan')):.2f}, "
-                      f"{learner.get(f'step{last}/confidence_skill_brier', float('nan')):.2f}",
+                      f"gate skill per step (accuracy / brier) {_skills(learner, last + 1)}",
                       flush=True)
         train_s = time.perf_counter() - start
         module = algo.get_module()
