@@ -53,6 +53,8 @@ MECCA_RESULTS = "mecca"  # result key of MECCA's own metrics (per-step Dice of s
 EPISODES_TRAINED = "episodes_trained_lifetime"  # under MECCA_RESULTS: episodes given to learners
 COLLAPSED = "collapsed"  # under MECCA_RESULTS: 1.0 when the policy looks collapsed (diagnostics.py)
 COLLAPSE_WARNING_INTERVAL = 50  # iterations between two collapse warnings in the log
+GATE_SKILL = "confidence_gate_skill"  # under MECCA_RESULTS: the gate's skill, mean over steps
+GATE_CHECK_ITERATION = 100  # a gate still shut at this iteration is reported once in the log
 
 
 class MECCAEnvRunner(SingleAgentEnvRunner):
@@ -361,6 +363,7 @@ class MECCA(Algorithm):
             )
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         self._check_collapse(set(learner_results[0].keys()) - {ALL_MODULES})
+        self._check_gate(set(learner_results[0].keys()) - {ALL_MODULES})
         self._log_label_stats(episodes, trained_before)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(
@@ -388,6 +391,29 @@ class MECCA(Algorithm):
             logger.warning("MECCA policy collapse at iteration %d (%s); try a larger entropy_coeff, "
                            "oracle_coeff > 0 or a lower lr (README: learning quality)",
                            self.iteration, "; ".join(reasons))
+
+    def _check_gate(self, module_ids: set[str]) -> None:
+        """``mecca/confidence_gate_skill``: the gated self-adaptive reward's skill (MECCA.md §3,
+        Eq. 8; ``reward_shaping.CONFIDENCE_SKILLS``), mean over the steps and modules of this
+        update. A gate that has stayed shut (skill 0) up to :data:`GATE_CHECK_ITERATION` is
+        reported once: until it opens, MECCA's reward is IteR-MRL's times w(0.5)."""
+        config = self.config
+        if not (getattr(config, "confidence_gate", False) and config._weighting().needs_confidence):
+            return
+        steps = int((config.env_config or {}).get("steps", ENV_DEFAULTS["steps"]))
+        skills = [self.metrics.peek((LEARNER_RESULTS, m, f"step{t}/confidence_skill_{config.confidence_skill}"),
+                                    default=None) for m in sorted(module_ids) for t in range(steps)]
+        skills = [float(s) for s in skills if s is not None]
+        if not skills:
+            return
+        skill = float(np.mean(skills))
+        self.metrics.log_value((MECCA_RESULTS, GATE_SKILL), skill, window=1)
+        self._gate_opened = getattr(self, "_gate_opened", False) or skill > 0
+        if self.iteration == GATE_CHECK_ITERATION and not self._gate_opened:
+            logger.warning("MECCA's confidence gate has stayed shut for %d iterations (the confidence "
+                           "net's %s skill is 0 at every step): the self-adaptive reward is IteR-MRL's "
+                           "times w(0.5) (README: learning quality, thirteenth round)",
+                           self.iteration, config.confidence_skill)
 
     def _log_label_stats(self, episodes: list, trained_before: int) -> None:
         """Labeled/unlabeled episode counts, epoch and delta of this update (MECCA.md §5);

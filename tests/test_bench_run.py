@@ -121,3 +121,6 @@ def test_miniature_bench_reports_every_method_and_step(tmp_path):
     assert meta["budget"] == "6 environment steps per method"
     for r in results:  # every method was held to the same budget
         assert 6 <= r.training["env_steps"] < 6 + SCHEDULE.steps * 2, r.name
+    gated = {r.name for r in results if "gate_skill_mean" in r.training}  # did the confidence act?
+    assert gated == {"MECCA", "MECCA (guided)"}
+    assert all(0 <= r.training["gate_open_share"] <= 1 for r in results if r.name in gated)

@@ -119,10 +119,49 @@ def test_oracle_schedule_class_balance_and_step_metrics_reach_the_results(caplog
         assert sum(shares) == pytest.approx(1.0, abs=1e-5)
         assert 0.0 <= learner[-1][f"step{t}/misunderstanding"] <= 1.0
         assert 0.0 <= learner[-1][f"step{t}/confidence_accuracy"] <= 1.0
+        assert 0.0 <= learner[-1][f"step{t}/confidence_skill_brier"] <= 1.0
+    assert all(0.0 <= r["mecca"]["confidence_gate_skill"] <= 1.0 for r in results)
     collapsed = [r["mecca"]["collapsed"] for r in results]
     assert set(collapsed) <= {0.0, 1.0}
     warned = [rec for rec in caplog.records if "policy collapse" in rec.getMessage()]
     assert bool(warned) == any(collapsed)
+
+
+def test_a_gate_that_stays_shut_is_reported_once(caplog):
+    """The gate's skill is a result every iteration; shut (0) at every step until
+    GATE_CHECK_ITERATION, the log says MECCA's reward is IteR-MRL's, scaled."""
+    from types import SimpleNamespace
+
+    from mecca_rllib import MECCAConfig
+    from mecca_rllib.algorithm import GATE_CHECK_ITERATION, MECCA
+
+    class Metrics:
+        def __init__(self, skill):
+            self.skill, self.logged = skill, {}
+
+        def peek(self, key, default=None):
+            return self.skill if key[-1].endswith("confidence_skill_accuracy") else default
+
+        def log_value(self, key, value, window=None):
+            self.logged[key] = value
+
+    def run(skill, iterations, **training):
+        fake = SimpleNamespace(config=MECCAConfig().environment(env_config={"steps": 3}).training(**training),
+                               metrics=Metrics(skill))
+        with caplog.at_level(logging.WARNING, logger="mecca_rllib.algorithm"):
+            caplog.clear()
+            for fake.iteration in range(1, iterations + 1):
+                MECCA._check_gate(fake, {"default_policy"})
+        return fake.metrics.logged, [r for r in caplog.records if "gate has stayed shut" in r.getMessage()]
+
+    logged, warned = run(0.0, GATE_CHECK_ITERATION + 5)
+    assert logged[("mecca", "confidence_gate_skill")] == 0.0 and len(warned) == 1
+    logged, warned = run(0.3, GATE_CHECK_ITERATION + 5)
+    assert logged[("mecca", "confidence_gate_skill")] == pytest.approx(0.3) and not warned
+    logged, warned = run(0.0, GATE_CHECK_ITERATION, confidence_gate=False)  # ungated: nothing to say
+    assert not logged and not warned
+    logged, warned = run(0.0, GATE_CHECK_ITERATION, reward_weighting="none")  # IteR-MRL: no gate
+    assert not logged and not warned
 
 
 def _benchmark_module(name: str):

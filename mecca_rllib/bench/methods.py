@@ -16,6 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mecca_rllib.baselines import (
     ClickSchedule,
     ModuleSegmenter,
@@ -142,6 +144,7 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
     )
     algo = config.build_algo()
     losses: list[float] = []
+    gate: list[float] = []  # the confidence gate's skill per iteration (MECCA with a gate only)
     spent_before = tracker.env_steps
     try:
         while not tracker.updates or not tracker.exhausted:
@@ -151,6 +154,8 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
             learner = result.get("learners", {}).get("default_policy", {})
             if "policy_loss" in learner:
                 losses.append(float(learner["policy_loss"]))
+            if "confidence_gate_skill" in result.get("mecca", {}):
+                gate.append(float(result["mecca"]["confidence_gate_skill"]))
         weights = algo.learner_group.get_weights()["default_policy"]
     finally:
         logdir = Path(getattr(algo, "logdir", "") or "")
@@ -160,7 +165,11 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
     module = build_module(settings.model_config(), tuple(source.shape))
     module.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     module.to(settings.device).eval()
-    return TrainResult(ModuleSegmenter(module, name=name), tracker.summary(), losses)
+    spent = tracker.summary()
+    if gate:  # how much the self-adaptive reward was MECCA's own (0: IteR-MRL's, scaled)
+        spent |= {"gate_skill_mean": round(float(np.mean(gate)), 4),
+                  "gate_open_share": round(float(np.mean(np.asarray(gate) > 0)), 4)}
+    return TrainResult(ModuleSegmenter(module, name=name), spent, losses)
 
 
 def _warm_start(source: VolumeSource, budget: Budget,
