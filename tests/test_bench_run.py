@@ -65,6 +65,11 @@ def test_overrides_change_the_preset_the_small_bench_trains_with(monkeypatch):
     assert settings.rl_warm_start_lr == 1e-3 and SMALL.settings.rl_warm_start_lr == 3e-3
     assert settings.seed == 3 and settings.lr == SMALL.settings.lr  # the rest stays
     assert SMALL.settings.rl_lr != 5e-4  # the preset itself is not changed
+    # every model_config key reaches the RL module, not only the ones TrainSettings names
+    model = run_cli(monkeypatch, "--small", "--override", "model_config.conf_signed=true",
+                    "--override", "model_config.keep_side=0.5").settings.model_config()
+    assert model["conf_signed"] is True and model["keep_side"] == 0.5
+    assert "conf_signed" not in SMALL.settings.model_config()
     with pytest.raises(ValueError, match="env_config"):
         run_cli(monkeypatch, "--small", "--override", "env_config.shape=[8,16,16]")
     with pytest.raises(ValueError, match="--quick and --small"):

@@ -55,6 +55,8 @@ class TrainSettings:
         rl_warm_start_lr: its learning rate (None: ``lr``).
         seed: seeds all training.
         keep_side: the RL methods' keep-side prior (``model_config["keep_side"]``; 0: off).
+        rl_model_config: further ``model_config`` keys of the RL methods' module (e.g.
+            ``conf_signed``), the same for every RL method.
         device: ``"cpu"`` or ``"cuda"`` for the networks being trained (RL: the learner).
     """
 
@@ -74,10 +76,11 @@ class TrainSettings:
     seed: int = 0
     device: str = "cpu"
     keep_side: float = 0.0
+    rl_model_config: Mapping[str, Any] = field(default_factory=dict)
 
     def model_config(self) -> dict[str, Any]:
         """The MECCA RLModule's ``model_config`` at these settings."""
-        return {"width": self.width, "dilations": list(self.dilations),
+        return {**self.rl_model_config, "width": self.width, "dilations": list(self.dilations),
                 "conf_dilations": list(self.conf_dilations), "keep_side": self.keep_side}
 
     def supervised(self) -> SupervisedSettings:

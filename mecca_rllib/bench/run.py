@@ -95,7 +95,9 @@ class BenchConfig:
                          f"the budget ({s.rl_warm_start_kind}, lr {s.rl_warm_start_lr or s.lr:g}, logit scale "
                          f"{s.rl_training.get('init_from_scale', WARM_START_SCALE):g}), RLlib batch "
                          f"{s.rl_batch_env_steps} env steps ({s.rl_envs} volumes per env step), "
-                         f"RL options {dict(s.rl_training) or 'none'}, seed {s.seed}"),
+                         f"RL options {dict(s.rl_training) or 'none'}"
+                         f"{f', RL model options {dict(s.rl_model_config)}' if s.rl_model_config else ''}, "
+                         f"seed {s.seed}"),
         }
 
 
@@ -139,7 +141,8 @@ def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
     # steps (800 of 200 iterations x 20 = 0.2), so a larger budget scales both alike.
     preset = PRESETS["demo"]
     rl_steps = int(preset["stop"]["training_iteration"]) * int(preset["training"]["train_batch_size_per_learner"])
-    model = demo["model_config"]
+    model = dict(demo["model_config"])
+    named = {"width", "dilations", "conf_dilations", "keep_side"}  # TrainSettings fields
     return TrainSettings(
         width=int(model["width"]), dilations=tuple(model["dilations"]),
         conf_dilations=tuple(model["conf_dilations"]), keep_side=float(model.get("keep_side", 0.0)),
@@ -152,6 +155,7 @@ def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
         entropy_coeff=_rate(training.pop("entropy_coeff")),
         rl_training=training,
         schedule=ClickSchedule(hint_kernel=int(demo["env_config"]["hint_kernel"])),
+        rl_model_config={k: v for k, v in model.items() if k not in named},
     )  # fmt: skip
 
 
