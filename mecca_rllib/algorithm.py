@@ -111,6 +111,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         self.oracle_dice = 0.0
         self.init_from: str | None = None
         self.init_from_scale = WARM_START_SCALE
+        self.init_confidence = False
         self.one_forward = True
         self.gae_lambda: float | None = None
         # Simulated labels for unlabeled volumes (MECCA.md §5).
@@ -136,6 +137,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         oracle_dice: float = NotProvided,
         init_from: str | None = NotProvided,
         init_from_scale: float = NotProvided,
+        init_confidence: bool = NotProvided,
         one_forward: bool = NotProvided,
         gae_lambda: float | None = NotProvided,
         simulated_labels: bool = NotProvided,
@@ -197,6 +199,11 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
                 (a_k / 0.4) * z`` (``policies/warm_start.py``): below 1 the policy starts
                 less sure than its P-Net. 1 (default; README "Seventh round": 0.5 gave the
                 same final Dice on the atlas task, smoother steps, and lost one phantom seed).
+            init_confidence: with ``init_from``, start the confidence net from the P-Net
+                too, at ``C(s, a) = sigmoid(sign(a) z)`` (``policies/warm_start.py``; needs
+                ``model_config["conf_signed"]`` and ``conf_dilations`` beginning with the
+                policy's ``dilations``). False (default): Xavier (MECCA.md §2; README
+                "Fourteenth round").
             one_forward: True (default): rewards, returns and advantages come from the
                 learner's train forward (values and confidence detached); False: from a
                 separate no-grad forward in the learner connector (slower, the same numbers).
@@ -223,7 +230,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             class_balance_power=class_balance_power,
             oracle_balanced=oracle_balanced, oracle_confidence=oracle_confidence, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
             oracle_dice=oracle_dice, init_from=init_from, init_from_scale=init_from_scale,
-            one_forward=one_forward,
+            init_confidence=init_confidence, one_forward=one_forward,
             gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,
             delta_growth=delta_growth, delta_max=delta_max, episodes_per_epoch=episodes_per_epoch,
             agreement_episodes=agreement_episodes, agreement_interval=agreement_interval,
@@ -263,6 +270,9 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             self._value_error(f"class_balance_power must be >= 0, got {self.class_balance_power}")
         if not float(self.init_from_scale) > 0:
             self._value_error(f"init_from_scale must be > 0, got {self.init_from_scale}")
+        if self.init_confidence and not (self.model_config or {}).get("conf_signed", False):
+            self._value_error("init_confidence needs model_config['conf_signed'] = True: an unsigned "
+                              "confidence net cannot start as sigmoid(sign(a) z)")
         if not 0.0 <= self.gamma <= 1.0:
             self._value_error(f"gamma must be in [0, 1], got {self.gamma}")
         try:
@@ -307,18 +317,21 @@ class MECCA(Algorithm):
 
     def warm_start(self, path: str) -> None:
         """Load a P-Net warm-start file into the policy trunk and heads of every learner
-        and env runner (``policies/warm_start.py``); the confidence net is untouched."""
+        and env runner (``policies/warm_start.py``); the confidence net too with
+        ``init_confidence``."""
         from ray.rllib.core import DEFAULT_MODULE_ID
 
         from mecca_rllib.policies.warm_start import warm_start_from_file
 
         state = self.learner_group.get_weights([DEFAULT_MODULE_ID])[DEFAULT_MODULE_ID]
         state = warm_start_from_file(state, path, self.config.model_config,
-                                     action_scale=self.config.init_from_scale)
+                                     action_scale=self.config.init_from_scale,
+                                     confidence=self.config.init_confidence)
         self.learner_group.set_weights({DEFAULT_MODULE_ID: state})
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
                                            inference_only=True)
-        logger.info("MECCA: policy trunk and heads initialised from %s", path)
+        logger.info("MECCA: policy trunk and heads%s initialised from %s",
+                    " and the confidence net" if self.config.init_confidence else "", path)
 
     def training_step(self) -> None:
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):

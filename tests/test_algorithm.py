@@ -198,7 +198,8 @@ def test_init_from_starts_learner_and_env_runner_from_a_pretrained_pnet(ray_sess
     assert warm["meta"]["env_steps"] == 6 and warm["channels"] == [0, 2]
     net = PNet(len(warm["channels"]), MODEL["width"], MODEL["dilations"])
     net.load_state_dict(warm["state_dict"])
-    algo = tiny_config(init_from=path, init_from_scale=0.25).build_algo()
+    algo = (tiny_config(init_from=path, init_from_scale=0.25, init_confidence=True)
+            .rl_module(model_config={**MODEL, "conf_signed": True}).build_algo())
     try:
         obs = torch.randn(1, 3, *SHAPE, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():  # the policy ignores the channel the P-Net did not read (p)
@@ -209,6 +210,9 @@ def test_init_from_starts_learner_and_env_runner_from_a_pretrained_pnet(ray_sess
         runner = algo.env_runner.module.policy_logits(obs)
         assert torch.equal(learner.argmax(1), expected) and torch.equal(runner.argmax(1), expected)
         torch.testing.assert_close(learner, gains * logits)  # init_from_scale: a quarter of the gaps
+        a = torch.tensor(ACTION_VALUES, dtype=torch.float32)[torch.randint(0, 6, (1, *SHAPE))]
+        confidence = _per_learner(algo, lambda m: m.confidence(obs, a))[0]  # init_confidence
+        torch.testing.assert_close(confidence, torch.sigmoid(torch.sign(a) * logits.squeeze(1)))
         algo.train()  # and RL goes on from there
     finally:
         algo.stop()

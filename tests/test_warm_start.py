@@ -11,6 +11,7 @@ from mecca_rllib.data import DataError
 from mecca_rllib.envs import ACTION_VALUES
 from mecca_rllib.policies.reward_shaping import (
     ShapingInputs,
+    confidence_auc_skill,
     confidence_brier_skill,
     confidence_skill,
     confidence_weight,
@@ -127,6 +128,51 @@ def test_brier_skill_credits_a_confidence_that_approves_every_action_but_ranks_t
     assert torch.allclose(confidence_brier_skill(ranks, unmoved), torch.zeros(3, 1))
 
 
+def test_auc_skill_is_how_well_confidence_ranks_the_moves_that_help_above_those_that_fail():
+    gen = torch.Generator().manual_seed(0)
+    gain = torch.where(torch.rand(3, 2000, generator=gen) < 0.9, 1.0, -1.0)  # 90 % helped
+    gain[:, ::10] = 0.0  # unmoved voxels are no evidence either way
+    approving = torch.where(gain > 0, 0.97, 0.6)  # C > 0.5 everywhere, lower on the failures
+    assert torch.allclose(confidence_skill(approving, gain), torch.zeros(3, 1))
+    assert torch.allclose(confidence_auc_skill(approving, gain), torch.ones(3, 1))
+    assert torch.allclose(confidence_auc_skill(1.0 - approving, gain), torch.zeros(3, 1))  # reversed: clipped
+    noise = torch.rand(3, 2000, generator=gen)
+    assert float(confidence_auc_skill(noise, gain).max()) < 0.1  # a guess ranks at chance
+    tied = torch.full_like(gain, 0.9)  # every move equally trusted: AUC 1/2 (ties count half)
+    assert torch.allclose(confidence_auc_skill(tied, gain), torch.zeros(3, 1))
+    odd = torch.arange(2000) % 2 == 1
+    partly = torch.where((gain < 0) & odd, 0.5, 0.9)  # some failures ranked below, the rest tied
+    below = ((gain < 0) & odd).sum(1, keepdim=True) / (gain < 0).sum(1, keepdim=True)
+    torch.testing.assert_close(confidence_auc_skill(partly, gain), below.float())  # 2 AUC - 1
+    assert torch.equal(confidence_auc_skill(approving, torch.ones_like(gain)), torch.zeros(3, 1))  # one outcome
+
+
+def test_init_confidence_starts_the_confidence_net_at_the_pnets_belief(make_tiny_module, tmp_path):
+    """``init_confidence``: a signed C starts at sigmoid(sign(a) z), z the P-Net's logit."""
+    channels = (0, 2)
+    net = _pnet(channels)
+    path = save_warm_start(tmp_path / "pnet.pt", net.state_dict(), channels=channels,
+                           width=TINY_NET["width"], dilations=TINY_NET["dilations"])
+    module = make_tiny_module(conf_signed=True)
+    kwargs = dict(width=TINY_NET["width"], dilations=TINY_NET["dilations"], source=path)
+    state = warm_start_state(module.state_dict(), load_warm_start(path), confidence=True,
+                             conf_dilations=TINY_NET["conf_dilations"], **kwargs)
+    module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randn(2, 3, 8, 16, 16, generator=gen)
+    a = torch.tensor(ACTION_VALUES, dtype=torch.float32)[torch.randint(0, 6, (2, 8, 16, 16), generator=gen)]
+    with torch.no_grad():
+        z = net(obs[:, list(channels)]).squeeze(1)
+        torch.testing.assert_close(module.eval().confidence(obs, a), torch.sigmoid(torch.sign(a) * z))
+    with pytest.raises(DataError, match=r"pnet.pt: init_confidence needs .* \(set model_config.conf_dilations to \[1, 2, 1, 2, 1, 1\]"):
+        warm_start_state(module.state_dict(), load_warm_start(path), confidence=True,
+                         conf_dilations=(1, 2, 4, 8, 16, 1), **kwargs)
+    from mecca_rllib import MECCAConfig
+
+    with pytest.raises(ValueError, match="init_confidence needs model_config\\['conf_signed'\\] = True"):
+        MECCAConfig().training(init_confidence=True).validate()
+
+
 def test_gate_scoring_is_chosen_by_confidence_skill():
     from mecca_rllib import MECCAConfig
 
@@ -145,10 +191,12 @@ def test_gate_scoring_is_chosen_by_confidence_skill():
     weight = brier / inputs.gain
     failed = inputs.gain < 0  # the less confident actions weigh more (MECCA.md §3, Eq. 8)
     assert float(weight[failed].min()) > 1.5 * float(weight[~failed].max())  # (closed: equal)
+    auc = weighting(inputs, {**params, "confidence_skill": "auc"}) / inputs.gain
+    assert torch.allclose(auc, confidence_weight(inputs.confidence, 0.8, 1.0, "focal"))  # ranks perfectly: w(c)
     with pytest.raises(ValueError, match="confidence_skill must be one of"):
-        weighting(inputs, {**params, "confidence_skill": "auc"})
+        weighting(inputs, {**params, "confidence_skill": "roc"})
     with pytest.raises(ValueError, match="confidence_skill must be one of"):
-        MECCAConfig().training(confidence_skill="auc").validate()
+        MECCAConfig().training(confidence_skill="roc").validate()
 
 
 def test_gated_reward_falls_back_to_the_neutral_weight_where_confidence_guesses():

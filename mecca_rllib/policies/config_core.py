@@ -95,8 +95,9 @@ class MECCACoreConfigMixin:
                 as it beats chance at that step (``reward_shaping.confidence_skill``);
                 False: the paper's w(c) always.
             confidence_skill: how the gate scores the confidence: ``"accuracy"`` (default:
-                of ``C > 0.5`` against the majority outcome) or ``"brier"`` (the Brier skill
-                score, threshold-free; ``reward_shaping.CONFIDENCE_SKILLS``).
+                of ``C > 0.5`` against the majority outcome), ``"brier"`` (the Brier skill
+                score, threshold-free) or ``"auc"`` (2 AUC - 1: how well C ranks the moves
+                that help above those that fail; ``reward_shaping.CONFIDENCE_SKILLS``).
             error_region_lambda: lambda of ``error_region`` (Eq. 14).
             focal_gamma: exponent of ``focal_prob`` (Eqs. 12-13).
             reward_weighting_kwargs: extra keyword parameters for the weighting.

@@ -228,6 +228,33 @@ def confidence_brier_skill(confidence: torch.Tensor, gain: torch.Tensor) -> torc
     return torch.where(reference > 0, skill, 0.0)  # one outcome only: nothing to tell apart
 
 
+def confidence_auc_skill(confidence: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """How well C ranks the actions that helped above those that did not, per step: ``(T, 1)``
+    in [0, 1].
+
+    Over the voxels whose p moved: ``2 AUC - 1`` (the Gini coefficient), AUC being the
+    chance that a random helpful move has a higher C than a random harmful one (ties count
+    half), clipped at 0. Neither a threshold nor the share of helpful moves enters: a
+    confidence that approves every action but less where actions fail scores above 0, and
+    one that only knows what the policy knows still ranks its doubts (README "Fourteenth
+    round"). 0 where every moved voxel had the same outcome (or none moved).
+    """
+    moved, helped, _, _ = _outcomes(gain)
+    out = torch.zeros(confidence.shape[0], 1, dtype=confidence.dtype, device=confidence.device)
+    for row in range(confidence.shape[0]):
+        c, good = confidence[row][moved[row]], helped[row][moved[row]]
+        n_good = int(good.sum())
+        n_bad = int(good.numel()) - n_good
+        if not n_good or not n_bad:
+            continue
+        values, inverse, counts = torch.unique(c, return_inverse=True, return_counts=True)
+        upper = torch.cumsum(counts, 0).to(c.dtype)
+        ranks = (upper - (counts.to(c.dtype) - 1.0) / 2.0)[inverse]  # mean rank of tied values
+        auc = (ranks[good].sum() - n_good * (n_good + 1) / 2.0) / (n_good * n_bad)
+        out[row, 0] = (2.0 * auc - 1.0).clamp(0.0, 1.0)
+    return out
+
+
 def _outcomes(gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(moved, helped, n, rate)`` of per-voxel gains ``(T, N)``: which voxels moved and
     which gained (``(T, N)`` bool), the moved count and the share that gained (``(T, 1)``)."""
@@ -238,7 +265,8 @@ def _outcomes(gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 #: How the confidence gate scores the confidence net (``confidence_skill`` setting).
-CONFIDENCE_SKILLS = {"accuracy": confidence_skill, "brier": confidence_brier_skill}
+CONFIDENCE_SKILLS = {"accuracy": confidence_skill, "brier": confidence_brier_skill,
+                     "auc": confidence_auc_skill}
 
 
 def gated_confidence_weight(

@@ -12,7 +12,12 @@ which observation channels it reads. :func:`warm_start_state` maps it onto the m
   sampled policy still tries the smaller moves (pixelRL-style initialisation);
 - observation channels the P-Net did not read get zero input weights.
 
-The confidence network is not touched: it learns from the rollouts (MECCA.md §2).
+The confidence network is not touched (it learns from the rollouts, MECCA.md §2) unless
+``confidence=True`` (``MECCAConfig.training(init_confidence=True)``; README "Fourteenth
+round"): then its first five blocks take the P-Net's, its sixth passes its input through
+(an identity kernel: the features are non-negative after a ReLU) and its output layer the
+P-Net's logit, so a signed confidence net (``model_config.conf_signed``) starts at
+``C(s, a) = sigmoid(sign(a) z)``: the P-Net's belief that a step in a's direction is right.
 
     save_warm_start("pnet.pt", net.state_dict(), channels=(0, 1, 2), width=16, dilations=...)
     config.training(init_from="pnet.pt")  # loaded by MECCA.setup before the first update
@@ -87,14 +92,58 @@ def _blocks(state: Mapping[str, Any], prefix: str) -> list[tuple[str, str]]:
     return sorted((k[len(prefix):], k) for k in state if k.startswith(prefix))
 
 
+def _first_conv(pnet_weight: np.ndarray, target: np.ndarray, channels: Sequence[int]) -> np.ndarray:
+    """The P-Net's first convolution scattered onto a module's input channels (the rest 0)."""
+    full = np.zeros_like(target)
+    full[:, list(channels)] = pnet_weight
+    return full
+
+
+def _identity_block(state: dict[str, np.ndarray], prefix: str) -> None:
+    """Both convolutions of the block ``prefix`` made identities (centre tap 1, bias 0)."""
+    for conv in ("0", "2"):
+        weight = np.zeros_like(state[f"{prefix}{conv}.weight"])
+        centre = tuple(k // 2 for k in weight.shape[2:])
+        for o in range(weight.shape[0]):
+            weight[(o, o) + centre] = 1.0
+        state[f"{prefix}{conv}.weight"] = weight
+        state[f"{prefix}{conv}.bias"] = np.zeros_like(state[f"{prefix}{conv}.bias"])
+
+
+def _confidence_from_pnet(out: dict[str, np.ndarray], pnet: Mapping[str, np.ndarray],
+                          channels: Sequence[int], dilations: Sequence[int],
+                          conf_dilations: Sequence[int] | None, source: str | os.PathLike) -> None:
+    """The confidence net of ``out`` started from the P-Net (module docstring), in place."""
+    n_blocks = len(dilations)
+    if conf_dilations is None or [int(d) for d in conf_dilations[:n_blocks]] != [int(d) for d in dilations]:
+        raise DataError(source, f"init_confidence needs the confidence net's first {n_blocks} dilations "
+                                f"to be the P-Net's {list(dilations)}, got "
+                                f"{None if conf_dilations is None else list(conf_dilations)} (set "
+                                f"model_config.conf_dilations to {list(dilations) + [1]})")
+    for i in range(n_blocks):
+        for suffix, key in _blocks(pnet, f"blocks.{i}."):
+            value = pnet[key]
+            name = f"confidence_net.blocks.{i}.{suffix}"
+            if i == 0 and suffix == "0.weight":
+                value = _first_conv(value, out[name], channels)
+            out[name] = value.copy()
+    for i in range(n_blocks, len(conf_dilations)):
+        _identity_block(out, f"confidence_net.blocks.{i}.")
+    out["confidence_net.out.weight"] = pnet["out.weight"].copy()
+    out["confidence_net.out.bias"] = pnet["out.bias"].copy()
+
+
 def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *,
                      width: int, dilations: Sequence[int], action_scale: float = 1.0,
+                     confidence: bool = False, conf_dilations: Sequence[int] | None = None,
                      source: str | os.PathLike = "warm start") -> dict[str, np.ndarray]:
     """The module's state dict with trunk and heads taken from a P-Net (module docstring).
 
     ``module_state``: the MECCA module's weights (numpy or torch, as RLlib's
     ``get_weights`` returns them); ``warm``: a :func:`load_warm_start` payload;
-    ``width``/``dilations``: the module's. Returns numpy arrays, every key of ``module_state``.
+    ``width``/``dilations``: the module's. ``confidence``: also start the confidence net
+    from the P-Net (its ``conf_dilations`` must begin with ``dilations``; meant for a signed
+    confidence net). Returns numpy arrays, every key of ``module_state``.
 
     Raises:
         DataError: the P-Net's width, dilations or channels do not fit the module.
@@ -116,9 +165,7 @@ def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *
         for suffix, key in _blocks(pnet, f"blocks.{i}."):
             value = pnet[key]
             if i == 0 and suffix == "0.weight":  # first conv: scatter onto the module's channels
-                full = np.zeros_like(out["trunk.0.0.weight"])
-                full[:, channels] = value
-                value = full
+                value = _first_conv(value, out["trunk.0.0.weight"], channels)
             names = ([targets[i] + suffix] if i < _TRUNK_BLOCKS else
                      [f"{head}.{heads[i - _TRUNK_BLOCKS]}{suffix}" for head in ("policy_head", "value_head")])
             for name in names:
@@ -130,16 +177,19 @@ def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *
     gains = action_scale * np.asarray(ACTION_VALUES, np.float32) / max(abs(a) for a in ACTION_VALUES)
     out["policy_head.out.weight"] = gains[:, None, None, None, None] * pnet["out.weight"]
     out["policy_head.out.bias"] = gains * pnet["out.bias"]
+    if confidence:
+        _confidence_from_pnet(out, pnet, channels, dilations, conf_dilations, source)
     return out
 
 
 def warm_start_from_file(module_state: Mapping[str, Any], path: str | os.PathLike,
                          model_config: Mapping[str, Any] | None = None, *,
-                         action_scale: float = SCALE) -> dict[str, np.ndarray]:
+                         action_scale: float = SCALE, confidence: bool = False) -> dict[str, np.ndarray]:
     """:func:`warm_start_state` of the warm-start file ``path`` for a module built with
     ``model_config`` (merged over the module defaults: its width and dilations)."""
     from mecca_rllib.policies.rl_module import DEFAULT_MODEL_CONFIG
 
     model = {**DEFAULT_MODEL_CONFIG, **(model_config or {})}
     return warm_start_state(module_state, load_warm_start(path), width=int(model["width"]),
-                            dilations=model["dilations"], action_scale=action_scale, source=path)
+                            dilations=model["dilations"], action_scale=action_scale,
+                            confidence=confidence, conf_dilations=model["conf_dilations"], source=path)
