@@ -105,7 +105,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         self.class_balanced = False
         self.class_balance_power = 1.0
         self.oracle_balanced = False
-        self.oracle_confidence = False
+        self.oracle_confidence: bool | float = False
         self.oracle_target = "direction"
         self.oracle_coeff: float | list = 0.0
         self.oracle_dice = 0.0
@@ -131,7 +131,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         class_balanced: bool = NotProvided,
         class_balance_power: float = NotProvided,
         oracle_balanced: bool = NotProvided,
-        oracle_confidence: bool = NotProvided,
+        oracle_confidence: bool | float = NotProvided,
         oracle_target: str = NotProvided,
         oracle_coeff: float | list = NotProvided,
         oracle_dice: float = NotProvided,
@@ -175,7 +175,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
                 :func:`~mecca_rllib.policies.reward_shaping.gated_confidence_weight`), rescaled
                 to mean 1 per volume and step: the supervised signal, like the reward,
                 concentrates where the confidence doubts the action. No effect on IteR-MRL
-                (no confidence). False (default; README "Eleventh round").
+                (no confidence). A number m in [0, 1] goes part of the way: ``(1 - m) + m w``
+                (True is 1). False (default; README "Eleventh round", "Fourteenth round").
             oracle_target: what the oracle term rewards: ``"direction"`` (default) any step
                 toward the label (the summed probability of the three actions of the right
                 sign, as Eq. 7 scores a direction), leaving the step size to the RL reward;
@@ -266,6 +267,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             self._value_error(f"oracle_target must be 'max' or 'direction', got {self.oracle_target!r}")
         if float(self.oracle_dice) < 0:
             self._value_error(f"oracle_dice must be >= 0, got {self.oracle_dice}")
+        if not 0.0 <= float(self.oracle_confidence) <= 1.0:
+            self._value_error(f"oracle_confidence must be a bool or a share in [0, 1], got {self.oracle_confidence}")
         if not float(self.class_balance_power) >= 0:
             self._value_error(f"class_balance_power must be >= 0, got {self.class_balance_power}")
         if not float(self.init_from_scale) > 0:

@@ -437,7 +437,7 @@ def test_oracle_confidence_weighs_the_oracle_term_by_mecca_confidence_weight_onl
         # An untrained confidence net says ~0.5 everywhere: give it opinions to weigh by.
         fwd[CONF_LOGITS] = 2.0 * torch.randn(fwd[CONF_LOGITS].shape, generator=g)
         for weighting in ("confidence", "none"):
-            for on in (False, True):
+            for on in (False, True, 0.25):
                 cfg = config.copy(copy_frozen=False).training(reward_weighting=weighting, oracle_confidence=on)
                 losses[weighting, on] = learner.compute_loss_for_module(
                     module_id="default_policy", config=cfg, batch=batch, fwd_out=fwd)
@@ -449,4 +449,9 @@ def test_oracle_confidence_weighs_the_oracle_term_by_mecca_confidence_weight_onl
     torch.testing.assert_close(losses["confidence", True] - losses["confidence", False],
                                masked_mean(ce * w, mask) - masked_mean(ce, mask))
     assert not torch.isclose(losses["confidence", True], losses["confidence", False])
+    partly = (1 - 0.25) + 0.25 * w  # a share goes part of the way from the uniform weight to w
+    torch.testing.assert_close(losses["confidence", 0.25] - losses["confidence", False],
+                               masked_mean(ce * partly, mask) - masked_mean(ce, mask))
+    with pytest.raises(ValueError, match="oracle_confidence must be a bool or a share in"):
+        config.copy(copy_frozen=False).training(oracle_confidence=1.5).validate()
     torch.testing.assert_close(losses["none", True], losses["none", False])  # IteR-MRL: no confidence

@@ -103,11 +103,13 @@ def confidence_emphasis(config: Any, *, p_prev: torch.Tensor, p_next: torch.Tens
                         confidence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-voxel weights ``(B, N)`` of the ``oracle_confidence`` option: the gated w(c) of
     MECCA's self-adaptive reward (MECCA.md §3, Eq. 8; each row a volume at one step, as the
-    gate's skill is per step), rescaled to mean 1 over the row's masked voxels."""
+    gate's skill is per step), rescaled to mean 1 over the row's masked voxels, and mixed
+    with the uniform weight 1: ``(1 - m) + m w``, m = ``float(oracle_confidence)``."""
     inputs = ShapingInputs(p_prev=p_prev, p_next=p_next, label=label, confidence=confidence)
     weight = gated_confidence_weight(inputs, config.alpha, config.beta, config.confidence_form,
                                      config.confidence_gate, config.confidence_skill)
-    return weight / masked_mean_rows(weight, mask).clamp_min(1e-12).unsqueeze(1)
+    share = float(config.oracle_confidence)
+    return (1.0 - share) + share * weight / masked_mean_rows(weight, mask).clamp_min(1e-12).unsqueeze(1)
 
 
 def masked_mean_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
