@@ -12,8 +12,9 @@ then plays the bench's protocol on the dataset's *validation* cases and prints, 
 - the same two on the voxels that sat at p = 0.5 or 0.6 before the step, where one +-0.1
   move changes the voxel's side (undecided; at step 1 every voxel, all start at 0.5);
 - mean Dice (%) with argmax actions (the bench's), sampled actions (MECCA.md §1: "every
-  voxel-agent samples an action") and a confidence veto (the action's direction flipped
-  where ``C(s, a) < 0.5``), of the segmentation read out as ``--readout`` says (default: the
+  voxel-agent samples an action"), a confidence veto (the action's direction flipped
+  where ``C(s, a) < 0.5``) and the same veto only on the voxels still undecided after the
+  first step (``veto undecided``; README "Fourteenth round"), of the segmentation read out as ``--readout`` says (default: the
   bench's; README "Eleventh round" compared the two readouts on ``--load``-ed modules).
 
 ``--weighting scaled --scale K`` trains IteR-MRL with its gains times K (a weighting
@@ -58,10 +59,12 @@ def direction_agreement(values: np.ndarray, label: np.ndarray, confidence: np.nd
     return float(((confidence > 0.5) == toward)[keep].mean()), float(toward[keep].mean())
 
 
-def veto(actions: torch.Tensor, confidence: torch.Tensor) -> torch.Tensor:
+def veto(actions: torch.Tensor, confidence: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
     """Action indices with the direction flipped where ``confidence < 0.5`` (same size:
-    index k -> 5 - k, since the action set is symmetric, MECCA.md §1)."""
-    return torch.where(confidence < 0.5, 5 - actions, actions)
+    index k -> 5 - k, since the action set is symmetric, MECCA.md §1), only inside the
+    boolean mask ``where`` when given."""
+    flip = confidence < 0.5 if where is None else (confidence < 0.5) & where
+    return torch.where(flip, 5 - actions, actions)
 
 
 def _scaled(inputs, scale: float = 0.4) -> torch.Tensor:
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                            load=args.load, save=args.save, env_steps=args.env_steps)
 
     agreement: list[list[tuple[float, float, float, float]]] = []
-    dice: dict[str, list[list[float]]] = {"argmax": [], "sampled": [], "veto": []}
+    dice: dict[str, list[list[float]]] = {"argmax": [], "sampled": [], "veto": [], "veto undecided": []}
     for mode in dice:
         generator = torch.Generator().manual_seed(args.seed)
 
@@ -112,8 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                     undecided = np.isin(np.rint(obs[1] * 10), UNDECIDED_TENTHS)
                     rows[-1].append(direction_agreement(values, label, c)
                                     + direction_agreement(values, label, c, undecided))
-                else:
+                elif mode == "veto":
                     actions = veto(actions, confidence)
+                elif len(rows[-1]) > 0:  # after the first move: only where p is still undecided
+                    undecided = torch.from_numpy(np.isin(np.rint(obs[1] * 10), UNDECIDED_TENTHS))
+                    actions = veto(actions, confidence, undecided[None])
+                if mode != "argmax":
+                    rows[-1].append(())  # counts the steps of the episode
             tenths = step_tenths(torch.round(x[0, 1] * 10).to(torch.int8), actions[0])
             return StepOutput(p=probability(tenths).numpy(), actions=actions[0].to(torch.uint8).numpy())
 

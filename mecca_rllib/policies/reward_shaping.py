@@ -247,7 +247,7 @@ def confidence_auc_skill(confidence: torch.Tensor, gain: torch.Tensor) -> torch.
         n_bad = int(good.numel()) - n_good
         if not n_good or not n_bad:
             continue
-        values, inverse, counts = torch.unique(c, return_inverse=True, return_counts=True)
+        _, inverse, counts = torch.unique(c, return_inverse=True, return_counts=True)
         upper = torch.cumsum(counts, 0).to(c.dtype)
         ranks = (upper - (counts.to(c.dtype) - 1.0) / 2.0)[inverse]  # mean rank of tied values
         auc = (ranks[good].sum() - n_good * (n_good + 1) / 2.0) / (n_good * n_bad)
