@@ -273,6 +273,9 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             self._value_error(f"class_balance_power must be >= 0, got {self.class_balance_power}")
         if not float(self.init_from_scale) > 0:
             self._value_error(f"init_from_scale must be > 0, got {self.init_from_scale}")
+        if self.init_confidence and not self.init_from:
+            self._value_error("init_confidence starts the confidence net from the warm start: set "
+                              "init_from (a `mecca pretrain` file) too")
         if self.init_confidence and not (self.model_config or {}).get("conf_signed", False):
             self._value_error("init_confidence needs model_config['conf_signed'] = True: an unsigned "
                               "confidence net cannot start as sigmoid(sign(a) z)")

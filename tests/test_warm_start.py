@@ -170,6 +170,8 @@ def test_init_confidence_starts_the_confidence_net_at_the_pnets_belief(make_tiny
     from mecca_rllib import MECCAConfig
 
     with pytest.raises(ValueError, match="init_confidence needs model_config\\['conf_signed'\\] = True"):
+        MECCAConfig().training(init_confidence=True, init_from=str(path)).validate()
+    with pytest.raises(ValueError, match="init_confidence starts the confidence net from the warm start"):
         MECCAConfig().training(init_confidence=True).validate()
 
 
