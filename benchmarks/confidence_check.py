@@ -14,8 +14,9 @@ then plays the bench's protocol on the dataset's *validation* cases and prints, 
 - mean Dice (%) with argmax actions (the bench's), sampled actions (MECCA.md §1: "every
   voxel-agent samples an action"), a confidence veto (the action's direction flipped
   where ``C(s, a) < 0.5``) and the same veto only on the voxels still undecided after the
-  first step (``veto undecided``; README "Fourteenth round"), of the segmentation read out as ``--readout`` says (default: the
-  bench's; README "Eleventh round" compared the two readouts on ``--load``-ed modules).
+  first step (``veto undecided``; README "Fourteenth round"), of the segmentation read out
+  as ``--readout`` says (default: the bench's; README "Eleventh round" compared the two
+  readouts on ``--load``-ed modules).
 
 ``--weighting scaled --scale K`` trains IteR-MRL with its gains times K (a weighting
 registered here with ``register_weighting``): MECCA's gated reward is IteR-MRL's times

@@ -361,7 +361,8 @@ def test_confidence_check_scores_the_judge_against_the_policy_and_vetoes():
     assert flipped.tolist() == [5, 1, 3, 3, 1, 5]
     np.testing.assert_allclose(ACTION_VALUES[flipped.numpy()][[0, 2, 4]], -ACTION_VALUES[[0, 2, 4]])
     undecided = torch.tensor([False, True, True, True, True, False])  # veto undecided: only there
-    assert check.veto(actions, torch.tensor([0.1, 0.9, 0.4, 0.6, 0.0, 1.0]), undecided).tolist() == [0, 1, 3, 3, 1, 5]
+    confidence = torch.tensor([0.1, 0.9, 0.4, 0.6, 0.0, 1.0])
+    assert check.veto(actions, confidence, undecided).tolist() == [0, 1, 3, 3, 1, 5]
 
 
 def test_bench_validation_scripts_train_as_the_bench_with_their_seed_and_overrides():
