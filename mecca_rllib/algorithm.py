@@ -318,6 +318,7 @@ class MECCA(Algorithm):
 
     def setup(self, config: MECCAConfig) -> None:
         super().setup(config)
+        self._gate_opened = False  # has the confidence gate's skill been > 0 yet (_check_gate)
         if self.config.init_from:
             self.warm_start(self.config.init_from)
 
@@ -427,7 +428,7 @@ class MECCA(Algorithm):
             return
         skill = float(np.mean(skills))
         self.metrics.log_value((MECCA_RESULTS, GATE_SKILL), skill, window=1)
-        self._gate_opened = getattr(self, "_gate_opened", False) or skill > 0
+        self._gate_opened = self._gate_opened or skill > 0
         if self.iteration == GATE_CHECK_ITERATION and not self._gate_opened:
             logger.warning("MECCA's confidence gate has stayed shut for %d iterations (the confidence "
                            "net's %s skill is 0 at every step): the self-adaptive reward is IteR-MRL's "

@@ -147,7 +147,7 @@ def test_a_gate_that_stays_shut_is_reported_once(caplog):
 
     def run(skill, iterations, **training):
         fake = SimpleNamespace(config=MECCAConfig().environment(env_config={"steps": 3}).training(**training),
-                               metrics=Metrics(skill))
+                               metrics=Metrics(skill), _gate_opened=False)  # as MECCA.setup leaves it
         with caplog.at_level(logging.WARNING, logger="mecca_rllib.algorithm"):
             caplog.clear()
             for fake.iteration in range(1, iterations + 1):

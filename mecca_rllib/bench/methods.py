@@ -125,6 +125,7 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
     import torch
 
     from mecca_rllib import MECCAConfig
+    from mecca_rllib.algorithm import GATE_SKILL, MECCA_RESULTS
     from mecca_rllib.policies.checkpoints import build_module
 
     env_config = {**settings.schedule.env_config(), "dataset": source,
@@ -157,8 +158,8 @@ def train_rl(weighting: str, source: VolumeSource, budget: Budget, settings: Tra
             learner = result.get("learners", {}).get("default_policy", {})
             if "policy_loss" in learner:
                 losses.append(float(learner["policy_loss"]))
-            if "confidence_gate_skill" in result.get("mecca", {}):
-                gate.append(float(result["mecca"]["confidence_gate_skill"]))
+            if GATE_SKILL in result.get(MECCA_RESULTS, {}):
+                gate.append(float(result[MECCA_RESULTS][GATE_SKILL]))
         weights = algo.learner_group.get_weights()["default_policy"]
     finally:
         logdir = Path(getattr(algo, "logdir", "") or "")

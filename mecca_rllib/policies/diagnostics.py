@@ -40,7 +40,7 @@ def step_diagnostics(
     moved against their label, MECCA.md §1 / the paper's Definition 1), and
     ``confidence_accuracy`` (C(s, a) > 0.5 matching Eq. 7's target, labeled voxels only),
     and with ``confidence`` (C(s, a) of the taken actions, ``(B, N)``) the confidence gate's
-    skill by each scoring (``confidence_skill_accuracy``, ``confidence_skill_brier``; the
+    skill by each scoring (``confidence_skill_accuracy``, ``_brier``, ``_auc``; the
     mean over the step's rows, ``reward_shaping.CONFIDENCE_SKILLS``).
 
     Voxels count where ``mask`` > 0 (the segmentation-loss mask). ``actions (B, N)``

@@ -276,8 +276,8 @@ def gated_confidence_weight(
     """w(c_i) of MECCA's self-adaptive reward, ``(T, N)`` (MECCA.md §3, Eq. 8).
 
     ``confidence_gate`` (default): rely on the confidence only as far as it beats chance at
-    that step (skill s from :data:`CONFIDENCE_SKILLS`: ``"accuracy"`` of ``C > 0.5``, or
-    the ``"brier"`` skill score): ``w = s w(c) + (1 - s) w(0.5)``, so a confidence net that
+    that step (skill s from :data:`CONFIDENCE_SKILLS`: ``"accuracy"`` of ``C > 0.5``, the
+    ``"brier"`` skill score or ``"auc"``, 2 AUC - 1): ``w = s w(c) + (1 - s) w(0.5)``, so a confidence net that
     has not learned yet (or has stopped being right) gives every voxel the uninformative
     weight w(0.5) instead of steering by noise.
     """

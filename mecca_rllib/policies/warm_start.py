@@ -110,27 +110,15 @@ def _identity_block(state: dict[str, np.ndarray], prefix: str) -> None:
         state[f"{prefix}{conv}.bias"] = np.zeros_like(state[f"{prefix}{conv}.bias"])
 
 
-def _confidence_from_pnet(out: dict[str, np.ndarray], pnet: Mapping[str, np.ndarray],
-                          channels: Sequence[int], dilations: Sequence[int],
-                          conf_dilations: Sequence[int] | None, source: str | os.PathLike) -> None:
-    """The confidence net of ``out`` started from the P-Net (module docstring), in place."""
+def _check_conf_dilations(dilations: Sequence[int], conf_dilations: Sequence[int] | None,
+                          source: str | os.PathLike) -> None:
+    """Refuse a confidence net whose first blocks cannot take the P-Net's (``init_confidence``)."""
     n_blocks = len(dilations)
     if conf_dilations is None or [int(d) for d in conf_dilations[:n_blocks]] != [int(d) for d in dilations]:
         raise DataError(source, f"init_confidence needs the confidence net's first {n_blocks} dilations "
                                 f"to be the P-Net's {list(dilations)}, got "
                                 f"{None if conf_dilations is None else list(conf_dilations)} (set "
                                 f"model_config.conf_dilations to {list(dilations) + [1]})")
-    for i in range(n_blocks):
-        for suffix, key in _blocks(pnet, f"blocks.{i}."):
-            value = pnet[key]
-            name = f"confidence_net.blocks.{i}.{suffix}"
-            if i == 0 and suffix == "0.weight":
-                value = _first_conv(value, out[name], channels)
-            out[name] = value.copy()
-    for i in range(n_blocks, len(conf_dilations)):
-        _identity_block(out, f"confidence_net.blocks.{i}.")
-    out["confidence_net.out.weight"] = pnet["out.weight"].copy()
-    out["confidence_net.out.bias"] = pnet["out.bias"].copy()
 
 
 def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *,
@@ -158,17 +146,19 @@ def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *
     if not channels or max(channels) >= in_channels or len(set(channels)) != len(channels):
         raise DataError(source, f"P-Net reads observation channels {channels}, the policy has "
                                 f"{in_channels} (image, p, hint...)")
+    if confidence:
+        _check_conf_dilations(dilations, conf_dilations, source)
     n_blocks = len(dilations)
-    targets = [f"trunk.{i}." for i in range(_TRUNK_BLOCKS)]
-    heads = [f"blocks.{i - _TRUNK_BLOCKS}." for i in range(_TRUNK_BLOCKS, n_blocks)]
     for i in range(n_blocks):
+        prefixes = ([f"trunk.{i}."] if i < _TRUNK_BLOCKS else
+                    [f"{head}.blocks.{i - _TRUNK_BLOCKS}." for head in ("policy_head", "value_head")])
+        if confidence:
+            prefixes.append(f"confidence_net.blocks.{i}.")
         for suffix, key in _blocks(pnet, f"blocks.{i}."):
-            value = pnet[key]
-            if i == 0 and suffix == "0.weight":  # first conv: scatter onto the module's channels
-                value = _first_conv(value, out["trunk.0.0.weight"], channels)
-            names = ([targets[i] + suffix] if i < _TRUNK_BLOCKS else
-                     [f"{head}.{heads[i - _TRUNK_BLOCKS]}{suffix}" for head in ("policy_head", "value_head")])
-            for name in names:
+            for name in (prefix + suffix for prefix in prefixes):
+                value = pnet[key]
+                if i == 0 and suffix == "0.weight" and name in out:  # scatter onto the module's channels
+                    value = _first_conv(value, out[name], channels)
                 if name not in out or out[name].shape != value.shape:
                     raise DataError(source, f"P-Net tensor {key} {value.shape} does not fit the "
                                             f"policy's {name} {out.get(name, np.empty(0)).shape}")
@@ -177,8 +167,11 @@ def warm_start_state(module_state: Mapping[str, Any], warm: Mapping[str, Any], *
     gains = action_scale * np.asarray(ACTION_VALUES, np.float32) / max(abs(a) for a in ACTION_VALUES)
     out["policy_head.out.weight"] = gains[:, None, None, None, None] * pnet["out.weight"]
     out["policy_head.out.bias"] = gains * pnet["out.bias"]
-    if confidence:
-        _confidence_from_pnet(out, pnet, channels, dilations, conf_dilations, source)
+    if confidence:  # the blocks past the P-Net's pass their input through; the output is z
+        for i in range(n_blocks, len(conf_dilations)):
+            _identity_block(out, f"confidence_net.blocks.{i}.")
+        out["confidence_net.out.weight"] = pnet["out.weight"].copy()
+        out["confidence_net.out.bias"] = pnet["out.bias"].copy()
     return out
 
 
