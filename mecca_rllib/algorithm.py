@@ -106,6 +106,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         self.class_balance_power = 1.0
         self.oracle_balanced = False
         self.oracle_confidence: bool | float = False
+        self.oracle_confidence_from_step = 0
         self.oracle_target = "direction"
         self.oracle_coeff: float | list = 0.0
         self.oracle_dice = 0.0
@@ -132,6 +133,7 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         class_balance_power: float = NotProvided,
         oracle_balanced: bool = NotProvided,
         oracle_confidence: bool | float = NotProvided,
+        oracle_confidence_from_step: int = NotProvided,
         oracle_target: str = NotProvided,
         oracle_coeff: float | list = NotProvided,
         oracle_dice: float = NotProvided,
@@ -177,6 +179,9 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
                 concentrates where the confidence doubts the action. No effect on IteR-MRL
                 (no confidence). A number m in [0, 1] goes part of the way: ``(1 - m) + m w``
                 (True is 1). False (default; README "Eleventh round", "Fourteenth round").
+            oracle_confidence_from_step: interaction step (0 = the first action) from which
+                ``oracle_confidence`` applies; earlier steps keep the uniform weight. 0
+                (default): every step (README "Fifteenth round").
             oracle_target: what the oracle term rewards: ``"direction"`` (default) any step
                 toward the label (the summed probability of the three actions of the right
                 sign, as Eq. 7 scores a direction), leaving the step size to the RL reward;
@@ -229,7 +234,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
         set_provided(self, dict(
             entropy_coeff=entropy_coeff, vf_loss_coeff=vf_loss_coeff, class_balanced=class_balanced,
             class_balance_power=class_balance_power,
-            oracle_balanced=oracle_balanced, oracle_confidence=oracle_confidence, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
+            oracle_balanced=oracle_balanced, oracle_confidence=oracle_confidence,
+            oracle_confidence_from_step=oracle_confidence_from_step, oracle_target=oracle_target, oracle_coeff=oracle_coeff,
             oracle_dice=oracle_dice, init_from=init_from, init_from_scale=init_from_scale,
             init_confidence=init_confidence, one_forward=one_forward,
             gae_lambda=gae_lambda, simulated_labels=simulated_labels, delta_start=delta_start,
@@ -269,6 +275,8 @@ class MECCAConfig(MECCACoreConfigMixin, AlgorithmConfig):
             self._value_error(f"oracle_dice must be >= 0, got {self.oracle_dice}")
         if not 0.0 <= float(self.oracle_confidence) <= 1.0:
             self._value_error(f"oracle_confidence must be a bool or a share in [0, 1], got {self.oracle_confidence}")
+        if int(self.oracle_confidence_from_step) != self.oracle_confidence_from_step or self.oracle_confidence_from_step < 0:
+            self._value_error(f"oracle_confidence_from_step must be an int >= 0, got {self.oracle_confidence_from_step}")
         if not float(self.class_balance_power) >= 0:
             self._value_error(f"class_balance_power must be >= 0, got {self.class_balance_power}")
         if not float(self.init_from_scale) > 0:

@@ -412,7 +412,8 @@ def test_oracle_confidence_weighs_the_oracle_term_by_mecca_confidence_weight_onl
 
     from mecca_rllib import MECCAConfig
     from mecca_rllib.envs import InteractiveSegEnv
-    from mecca_rllib.policies.connectors import ADVANTAGES, LOSS_MASK, P_NEXT, REWARD_LABELS, VALUE_TARGETS
+    from mecca_rllib.policies.connectors import (ADVANTAGES, EPISODE_STEP, LOSS_MASK, P_NEXT, REWARD_LABELS,
+                                                 VALUE_TARGETS)
     from mecca_rllib.policies.learner import direction_logp, masked_mean
     from mecca_rllib.policies.rl_module import CONF_LOGITS
 
@@ -458,3 +459,14 @@ def test_oracle_confidence_weighs_the_oracle_term_by_mecca_confidence_weight_onl
     with pytest.raises(ValueError, match="oracle_confidence must be a bool or a share in"):
         config.copy(copy_frozen=False).training(oracle_confidence=1.5).validate()
     torch.testing.assert_close(losses["none", True], losses["none", False])  # IteR-MRL: no confidence
+    # From step 1 on: row 0 (the first action) keeps the uniform weight, row 1 gets w.
+    with torch.no_grad():
+        cfg = config.copy(copy_frozen=False).training(reward_weighting="confidence", oracle_confidence=True,
+                                                      oracle_confidence_from_step=1)
+        later = learner.compute_loss_for_module(module_id="default_policy", config=cfg, fwd_out=fwd,
+                                                batch={**batch, EPISODE_STEP: torch.tensor([0, 1])})
+    from_step = torch.stack([torch.ones(n), w[1]])
+    torch.testing.assert_close(later - losses["confidence", False],
+                               masked_mean(ce * from_step, mask) - masked_mean(ce, mask))
+    with pytest.raises(ValueError, match="oracle_confidence_from_step must be an int >= 0"):
+        config.copy(copy_frozen=False).training(oracle_confidence_from_step=-1).validate()

@@ -100,16 +100,25 @@ def soft_dice_loss(prob: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, 
 
 
 def confidence_emphasis(config: Any, *, p_prev: torch.Tensor, p_next: torch.Tensor, label: torch.Tensor,
-                        confidence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                        confidence: torch.Tensor, mask: torch.Tensor,
+                        step: torch.Tensor | None = None) -> torch.Tensor:
     """Per-voxel weights ``(B, N)`` of the ``oracle_confidence`` option: the gated w(c) of
     MECCA's self-adaptive reward (MECCA.md §3, Eq. 8; each row a volume at one step, as the
     gate's skill is per step), rescaled to mean 1 over the row's masked voxels, and mixed
-    with the uniform weight 1: ``(1 - m) + m w``, m = ``float(oracle_confidence)``."""
+    with the uniform weight 1: ``(1 - m) + m w``, m = ``float(oracle_confidence)``.
+    Rows whose interaction ``step (B,)`` (0 = the first action) is below
+    ``oracle_confidence_from_step`` keep the uniform weight 1."""
     inputs = ShapingInputs(p_prev=p_prev, p_next=p_next, label=label, confidence=confidence)
     weight = gated_confidence_weight(inputs, config.alpha, config.beta, config.confidence_form,
                                      config.confidence_gate, config.confidence_skill)
     share = float(config.oracle_confidence)
-    return (1.0 - share) + share * weight / masked_mean_rows(weight, mask).clamp_min(1e-12).unsqueeze(1)
+    emphasis = (1.0 - share) + share * weight / masked_mean_rows(weight, mask).clamp_min(1e-12).unsqueeze(1)
+    from_step = int(getattr(config, "oracle_confidence_from_step", 0))
+    if from_step <= 0:
+        return emphasis
+    if step is None:
+        raise ValueError("oracle_confidence_from_step needs the batch's episode_step column")
+    return torch.where((step.reshape(-1, 1) >= from_step), emphasis, torch.ones_like(emphasis))
 
 
 def masked_mean_rows(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -239,7 +248,7 @@ class MECCATorchLearner(MECCALearnerCoreMixin, TorchLearner):
                 oracle_weights = oracle_weights * confidence_emphasis(
                     config, p_prev=batch[Columns.OBS][:, 1].reshape(b, -1), p_next=batch[P_NEXT],
                     label=batch[REWARD_LABELS].reshape(b, -1), confidence=torch.sigmoid(conf_logits).detach(),
-                    mask=mask)  # fmt: skip
+                    mask=mask, step=batch[EPISODE_STEP] if EPISODE_STEP in batch else None)  # fmt: skip
             oracle_loss = masked_mean(-oracle_logp * oracle_weights, mask)
             total = total + oracle_coeff * oracle_loss
             stats[ORACLE_LOSS_KEY] = oracle_loss.detach()
