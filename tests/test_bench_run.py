@@ -2,6 +2,7 @@
 import argparse
 import dataclasses
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -72,6 +73,9 @@ def test_overrides_change_the_preset_the_small_bench_trains_with(monkeypatch):
     assert "conf_signed" not in SMALL.settings.model_config()
     with pytest.raises(ValueError, match="env_config"):
         run_cli(monkeypatch, "--small", "--override", "env_config.shape=[8,16,16]")
+    augmented = run_cli(monkeypatch, "--small", "--override", "env_config.augment=true")
+    assert augmented.settings.augment and not SMALL.settings.augment
+    assert "training cases augmented" in augmented.describe()["settings"]
     with pytest.raises(ValueError, match="--quick and --small"):
         run_cli(monkeypatch, "--override", "training.lr=5e-4")
 
@@ -83,6 +87,35 @@ def test_the_small_bench_takes_lr_and_entropy_schedules_and_states_them(monkeypa
     assert settings.rl_lr == [[0, 2e-3], [1600, 2e-4]]
     assert settings.entropy_coeff == [[0, 0.01], [1600, 0.0]]
     assert "RL policy 0.002 -> 0.0002 over 1,600 RL env steps" in config.describe()["settings"]
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_every_method_trains_on_the_same_cases_augmented_or_not(monkeypatch, tmp_path, augment):
+    from mecca_rllib.bench.methods import MethodSpec
+    from mecca_rllib.data import AugmentedSource
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def train(source, budget, settings):
+        seen.append(source)
+        return SimpleNamespace(spent={}, segmenter=None)
+
+    def evaluate(*args, **kwargs):
+        if len(seen) == 2:
+            raise Stop  # both trained: no need to evaluate or report
+        return SimpleNamespace()
+
+    specs = [MethodSpec("A", "supervised", train), MethodSpec("B", "supervised", train)]
+    monkeypatch.setattr("mecca_rllib.bench.run.select_methods", lambda names: specs)
+    monkeypatch.setattr("mecca_rllib.bench.run.evaluate_method", evaluate)
+    config = QUICK.replace(shape=(8, 16, 16), num_train=3, num_test=2, out=tmp_path,
+                           settings=dataclasses.replace(QUICK.settings, augment=augment))
+    with pytest.raises(Stop):
+        run_bench(config, progress=False, log=lambda s: None)
+    assert seen[0] is seen[1] and isinstance(seen[0], AugmentedSource) == augment
+
 
 @pytest.mark.parametrize("argv", [["--repeats", "0"], ["--shape", "16x32"]])
 def test_cli_rejects_bad_values(argv, capsys):

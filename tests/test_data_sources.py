@@ -160,3 +160,24 @@ def test_validation_split_holds_out_training_cases_and_never_a_test_case(phantom
     assert not {validation.get(i, rng)[1].tobytes() for i in range(3)} & phantoms
     with pytest.raises(ValueError, match="validation"):
         open_source("synthetic", SHAPE, split="all", validation=True)
+
+
+def test_augmented_source_serves_each_case_under_a_fresh_flip_or_turn():
+    from mecca_rllib.data import AugmentedSource
+    from mecca_rllib.data.sources import SyntheticSource
+
+    base = SyntheticSource((8, 16, 16), num_cases=2, seed=0, labeled_fraction=0.5)
+    source = AugmentedSource(base)
+    assert (source.names, source.shape, list(source.labeled)) == (base.names, base.shape, list(base.labeled))
+    image, label = base.get(0, np.random.default_rng(0))
+    seen = set()
+    rng = np.random.default_rng(1)
+    for _ in range(8):
+        aug_image, aug_label = source.get(0, rng)
+        assert aug_image.shape == image.shape and aug_label.dtype == label.dtype
+        assert aug_label.sum() == label.sum()  # a rigid transform of the same case
+        np.testing.assert_array_equal(np.sort(aug_image, axis=None), np.sort(image, axis=None))
+        seen.add(aug_label.tobytes())
+    assert len(seen) > 1  # the transform is drawn anew per call
+    again = AugmentedSource(base).get(0, np.random.default_rng(1))[1]
+    np.testing.assert_array_equal(again, AugmentedSource(base).get(0, np.random.default_rng(1))[1])

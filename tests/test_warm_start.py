@@ -221,3 +221,12 @@ def test_gated_reward_falls_back_to_the_neutral_weight_where_confidence_guesses(
     assert torch.allclose(weighting(perfect, {**params, "confidence_gate": True}),
                           confidence_weight(knowing, **params) * perfect.gain)
     assert np.isfinite(gated.numpy()).all()
+
+
+def test_the_warm_start_reads_the_cases_as_the_env_augments_them():
+    from mecca_rllib.baselines.pretrain import training_source
+    from mecca_rllib.data import AugmentedSource
+
+    config = {"dataset": "synthetic", "shape": (8, 16, 16), "num_cases": 2}
+    assert not isinstance(training_source(config), AugmentedSource)
+    assert isinstance(training_source({**config, "augment": True}), AugmentedSource)

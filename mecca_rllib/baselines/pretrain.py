@@ -23,7 +23,7 @@ import numpy as np
 from mecca_rllib.baselines.interaction import ClickSchedule
 from mecca_rllib.baselines.supervised import KINDS, SupervisedSettings, train_supervised
 from mecca_rllib.budget import Budget
-from mecca_rllib.data import VolumeSource, open_source
+from mecca_rllib.data import AugmentedSource, VolumeSource, open_source
 from mecca_rllib.envs import DEFAULT_CONFIG as ENV_DEFAULTS
 from mecca_rllib.policies.warm_start import save_warm_start
 
@@ -48,13 +48,15 @@ class _LabeledCases(VolumeSource):
 
 
 def training_source(env_config: Mapping[str, Any]) -> VolumeSource:
-    """The training cases an ``InteractiveSegEnv`` with ``env_config`` draws from."""
+    """The training cases an ``InteractiveSegEnv`` with ``env_config`` draws from, augmented
+    as it augments them (``augment``)."""
     cfg = {**ENV_DEFAULTS, **env_config}
-    if isinstance(cfg["dataset"], VolumeSource):
-        return cfg["dataset"]
-    return open_source(cfg["dataset"], cfg["shape"], num_cases=cfg["num_cases"], split=cfg["split"],
-                       labeled_fraction=cfg["labeled_fraction"], seed=cfg["seed"],
-                       channel=cfg["channel"], label_value=cfg["label_value"])
+    source = cfg["dataset"]
+    if not isinstance(source, VolumeSource):
+        source = open_source(cfg["dataset"], cfg["shape"], num_cases=cfg["num_cases"], split=cfg["split"],
+                             labeled_fraction=cfg["labeled_fraction"], seed=cfg["seed"],
+                             channel=cfg["channel"], label_value=cfg["label_value"])
+    return AugmentedSource(source) if cfg["augment"] else source
 
 
 def pretrain_warm_start(source: VolumeSource, out: str | os.PathLike, *,

@@ -107,8 +107,10 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The demo preset's sections the --quick/--small settings read (bench/run.py, demo_settings).
+#: The demo preset's sections the --quick/--small settings read (bench/run.py, demo_settings),
+#: and the single settings of other sections they read.
 OVERRIDABLE = ("training", "warm_start", "model_config")
+OVERRIDABLE_KEYS = ("env_config.augment",)
 
 
 def _overridden_settings(overrides: list[str], *, preset_sized: bool):
@@ -121,11 +123,11 @@ def _overridden_settings(overrides: list[str], *, preset_sized: bool):
         raise ValueError("--override changes the demo preset that --quick and --small train with; "
                          "pass one of them")
     for item in overrides:
-        section = item.partition("=")[0].split(".")[0]
-        if section not in OVERRIDABLE:
+        key = item.partition("=")[0]
+        if key.split(".")[0] not in OVERRIDABLE and key not in OVERRIDABLE_KEYS:
             raise ValueError(f"--override {item!r}: mecca bench reads only the preset's "
-                             f"{', '.join(OVERRIDABLE)} sections (the shape, clicks and budget "
-                             "have their own options)")
+                             f"{', '.join(OVERRIDABLE)} sections and {', '.join(OVERRIDABLE_KEYS)} "
+                             "(the shape, clicks and budget have their own options)")
     return demo_settings(load_train_config("demo", overrides))
 
 

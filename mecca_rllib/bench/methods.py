@@ -58,6 +58,8 @@ class TrainSettings:
         rl_model_config: further ``model_config`` keys of the RL methods' module (e.g.
             ``conf_signed``), the same for every RL method.
         device: ``"cpu"`` or ``"cuda"`` for the networks being trained (RL: the learner).
+        augment: every method trains on randomly flipped and quarter-turned training cases
+            (``data.AugmentedSource``, MECCA.md §6; the demo preset's ``env_config.augment``).
     """
 
     width: int = 16
@@ -77,6 +79,7 @@ class TrainSettings:
     device: str = "cpu"
     keep_side: float = 0.0
     rl_model_config: Mapping[str, Any] = field(default_factory=dict)
+    augment: bool = False
 
     def model_config(self) -> dict[str, Any]:
         """The MECCA RLModule's ``model_config`` at these settings."""

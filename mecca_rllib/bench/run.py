@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mecca_rllib.budget import Budget
+from mecca_rllib.data import AugmentedSource
 from mecca_rllib.bench.datasets import open_bench_data, open_test_data
 from mecca_rllib.bench.methods import TrainSettings, select_methods
 from mecca_rllib.baselines.interaction import ClickSchedule
@@ -97,6 +98,7 @@ class BenchConfig:
                          f"{s.rl_batch_env_steps} env steps ({s.rl_envs} volumes per env step), "
                          f"RL options {dict(s.rl_training) or 'none'}"
                          f"{f', RL model options {dict(s.rl_model_config)}' if s.rl_model_config else ''}, "
+                         f"{'training cases augmented (random flips, quarter turns), ' if s.augment else ''}"
                          f"seed {s.seed}"),
         }
 
@@ -156,6 +158,7 @@ def demo_settings(demo: Mapping[str, Any] | None = None) -> TrainSettings:
         rl_training=training,
         schedule=ClickSchedule(hint_kernel=int(demo["env_config"]["hint_kernel"])),
         rl_model_config={k: v for k, v in model.items() if k not in named},
+        augment=bool(demo["env_config"].get("augment", False)),
     )  # fmt: skip
 
 
@@ -228,10 +231,12 @@ def run_bench(config: BenchConfig, *, command: str = "", progress: bool = True,
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
             ray_started = True
     results: list[MethodResult] = []
+    # Every method sees the same training cases: augmented for all alike, or for none.
+    train_cases = AugmentedSource(data.train) if config.settings.augment else data.train
     try:
         for spec in specs:
             log(f"training {spec.name} ...")
-            trained = spec.train(data.train, config.budget, config.settings)
+            trained = spec.train(train_cases, config.budget, config.settings)
             spent = {**trained.spent, "budget": config.budget.describe()}
             log(f"  spent {trained.spent}; evaluating ...")
             result = evaluate_method(trained.segmenter, data.test, config.protocol,

@@ -4,6 +4,7 @@ from mecca_rllib.data.errors import DataError
 from mecca_rllib.data.phantoms import make_phantom
 from mecca_rllib.data.preprocess import DEFAULT_SHAPE, Preprocessed, augment, preprocess
 from mecca_rllib.data.sources import (
+    AugmentedSource,
     CacheSource,
     FolderSource,
     SyntheticSource,
@@ -14,6 +15,7 @@ from mecca_rllib.data.split import split_labeled, split_train_test
 
 __all__ = [
     "DEFAULT_SHAPE",
+    "AugmentedSource",
     "CacheSource",
     "DataError",
     "FolderSource",

@@ -10,7 +10,7 @@ import numpy as np
 
 from mecca_rllib.data.errors import DataError
 from mecca_rllib.data.phantoms import make_phantom
-from mecca_rllib.data.preprocess import DEFAULT_SHAPE, Shape3, preprocess
+from mecca_rllib.data.preprocess import DEFAULT_SHAPE, Shape3, augment, preprocess
 from mecca_rllib.data.split import split_labeled, split_train_test
 
 SPLITS = ("train", "test", "all")
@@ -142,6 +142,21 @@ class FolderSource(_VariantSource):
 
     def _variants(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return self._images[index], self._labels[index]
+
+
+class AugmentedSource(VolumeSource):
+    """Another source's cases, each served under a fresh random flip and in-plane quarter
+    turn drawn from the caller's ``rng`` (:func:`~mecca_rllib.data.augment`, MECCA.md §6):
+    what a training loop that reads sources directly (the supervised baselines, the warm
+    start) sees of the env's ``augment`` option. A view: nothing is copied."""
+
+    def __init__(self, source: VolumeSource) -> None:
+        self.source = source
+        self.names, self.shape, self.labeled = source.names, source.shape, source.labeled
+
+    def get(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        image, label = self.source.get(index, rng)
+        return augment(image, label, rng)
 
 
 def _split_indices(n: int, split: str, test_fraction: float, seed: int,
